@@ -1,0 +1,1 @@
+"""Typed job specs."""
