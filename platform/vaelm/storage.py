@@ -86,7 +86,8 @@ def s3_filesystem(cfg: StorageConfig) -> pafs.S3FileSystem:
 _HINTS = (
     (("curlCode: 7", "Couldn't connect", "Could not connect", "connection refused", "curlCode: 28"),
      "the S3 endpoint cannot be reached; check storage.endpoint or $VAELM_S3_ENDPOINT and that the server is up"),
-    (("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403"),
+    (("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH",
+      "INVALID_ACCESS_KEY", "Forbidden", "403"),
      "access was denied; check $VAELM_S3_ACCESS_KEY / $VAELM_S3_SECRET_KEY (or the IAM role) and the bucket policy"),
     (("NoSuchBucket", "bucket does not exist"),
      "the bucket does not exist; create it or fix the URI"),
@@ -145,7 +146,7 @@ def list_files(loc: Location, *, suffix: str = ".parquet") -> list[FileEntry]:
         elif info.type == pafs.FileType.NotFound:
             return []
         else:
-            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
     files = [i for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)]
     files = [i for i in files if not _hidden(posixpath.relpath(i.path, loc.path))]
     return sorted((_entry(loc, i) for i in files), key=lambda e: e.uri)

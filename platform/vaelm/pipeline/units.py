@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from vaelm import storage
 from vaelm.config.common import InputConfig, StorageConfig
-from vaelm.errors import InputError, StorageError
+from vaelm.errors import InputError
 from vaelm.storage import FileEntry
 
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
@@ -81,17 +81,18 @@ def _source(root: str, entry: FileEntry) -> str:
 def _footer(entry: FileEntry, storage_cfg: StorageConfig, cfg: InputConfig,
             skipped: list[dict[str, str]]) -> pq.FileMetaData | None:
     loc = storage.open_location(entry.uri, storage_cfg)
+    with storage.storage_errors(loc, "open"):
+        f = loc.fs.open_input_file(loc.path)
     try:
-        with storage.storage_errors(loc, "open"), loc.fs.open_input_file(loc.path) as f:
-            meta = pq.ParquetFile(f).metadata
-    except StorageError:
-        raise
+        meta = pq.ParquetFile(f).metadata
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... for a corrupt footer
         if cfg.on_corrupt_file == "skip":
             skipped.append({"file": entry.uri, "reason": f"corrupt_parquet: {str(exc)[:200]}"})
             return None
         raise InputError(f"{entry.uri} is not a readable Parquet file ({str(exc)[:200]}); remove or "
                          "repair it, or set input.on_corrupt_file: skip to record it and go on") from None
+    finally:
+        f.close()
     check_columns(meta.schema.to_arrow_schema(), cfg, entry.uri)
     return meta
 
@@ -144,14 +145,15 @@ def read_unit(unit: Unit, cfg: InputConfig, storage_cfg: StorageConfig) -> pa.Ta
     string (derived from source#row when the file has none), then label and passthrough columns."""
     loc = storage.open_location(unit.file_uri, storage_cfg)
     columns = _columns(unit, cfg)
+    with storage.storage_errors(loc, "open"):
+        f = loc.fs.open_input_file(loc.path)
     try:
-        with storage.storage_errors(loc, "read"), loc.fs.open_input_file(loc.path) as f:
-            table = pq.ParquetFile(f).read_row_groups(list(unit.row_groups), columns=columns)
-    except (StorageError, InputError):
-        raise
+        table = pq.ParquetFile(f).read_row_groups(list(unit.row_groups), columns=columns)
     except Exception as exc:
         raise InputError(f"{unit.file_uri}: row groups {list(unit.row_groups)} cannot be read ({str(exc)[:200]}); "
                          "the file is corrupt: repair or remove it") from None
+    finally:
+        f.close()
     return _standardise(table, unit, cfg)
 
 

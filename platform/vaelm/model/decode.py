@@ -1,0 +1,255 @@
+"""Batched decoding from latent vectors: greedy, sampling (temperature / top-k / top-p) and beam search.
+
+Every function starts from z (B, Z) (in lm mode: no z, `n` rows instead), feeds <bos>, stops a row at
+<eos> or after `max_len` generated tokens (default: the model's max_tokens - 1), and returns token id
+lists without <bos>/<eos>/<pad>. <pad> and <bos> are never generated. The model is put in eval mode
+for the call and restored afterwards; nothing here moves tensors between devices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from vaelm.model.vae import BOS, EOS, PAD, LSTMState, TextVAE
+
+Chooser = Callable[[Tensor], Tensor]  # log-probabilities (B, V) -> next tokens (B,)
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run a block with the model in eval mode (no dropout, BN running stats), then restore it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _latents(model: TextVAE, z: Tensor | None, n: int | None) -> Tensor:
+    """The z to decode from: (B, Z); in lm mode an empty (n, 0)."""
+    if model.z_dim == 0:
+        if n is None and z is None:
+            raise ValueError("lm mode has no z: pass n=<number of rows> to decode from")
+        rows = n if n is not None else z.size(0)  # type: ignore[union-attr]
+        device = next(model.parameters()).device
+        return torch.zeros((rows, 0), device=device)
+    if z is None or z.dim() != 2 or z.size(1) != model.z_dim:
+        shape = None if z is None else tuple(z.shape)
+        raise ValueError(f"z has shape {shape}; decoding needs (B, {model.z_dim}), e.g. torch.randn(B, Z)")
+    return z
+
+
+def _max_len(model: TextVAE, max_len: int | None) -> int:
+    return model.cfg.max_tokens - 1 if max_len is None else max_len
+
+
+def _next_logp(model: TextVAE, tok: Tensor, z: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+    """One decoder step: tokens (B,) -> log-probabilities (B, V) with <pad>/<bos> banned."""
+    logits, state = model.decode(tok.unsqueeze(1), z, state)  # (B, 1, V)
+    logits = logits[:, -1].float()  # (B, V)
+    logits[:, PAD] = -math.inf
+    logits[:, BOS] = -math.inf
+    return torch.log_softmax(logits, dim=-1), state
+
+
+def _to_lists(ids: Tensor) -> list[list[int]]:
+    """(B, T) generated ids -> lists cut at the first <eos> or <pad>."""
+    rows = []
+    for row in ids.tolist():
+        out = []
+        for t in row:
+            if t in (EOS, PAD):
+                break
+            out.append(t)
+        rows.append(out)
+    return rows
+
+
+@torch.no_grad()
+def _generate(model: TextVAE, z: Tensor, max_len: int, choose: Chooser) -> list[list[int]]:
+    B = z.size(0)
+    tok = torch.full((B,), BOS, dtype=torch.long, device=z.device)  # (B,)
+    done = torch.zeros(B, dtype=torch.bool, device=z.device)  # (B,)
+    state: LSTMState | None = None
+    steps: list[Tensor] = []
+    for _ in range(max_len):
+        logp, state = _next_logp(model, tok, z, state)  # (B, V)
+        tok = choose(logp).masked_fill(done, PAD)  # (B,)
+        steps.append(tok)
+        done |= tok == EOS
+        if bool(done.all()):
+            break
+    if not steps:
+        return [[] for _ in range(B)]
+    return _to_lists(torch.stack(steps, dim=1))  # (B, T)
+
+
+def _argmax(logp: Tensor) -> Tensor:
+    return logp.topk(1, dim=-1).indices.squeeze(-1)  # (B,)
+
+
+def greedy(
+    model: TextVAE, *, z: Tensor | None = None, n: int | None = None, max_len: int | None = None
+) -> list[list[int]]:
+    """The most likely token at every step. Judge whether z is used with this, not with sampling."""
+    with eval_mode(model):
+        return _generate(model, _latents(model, z, n), _max_len(model, max_len), _argmax)
+
+
+def _filter_top_k(logits: Tensor, top_k: int) -> Tensor:
+    if top_k <= 0 or top_k >= logits.size(-1):
+        return logits
+    kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # (B, V): mass of strictly more likely tokens
+    drop_sorted = mass_before >= top_p  # the most likely token is always kept
+    drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, -math.inf)
+
+
+def sample(
+    model: TextVAE,
+    *,
+    z: Tensor | None = None,
+    n: int | None = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_len: int | None = None,
+) -> list[list[int]]:
+    """Ancestral sampling; top_k=0 and top_p=1 switch those filters off. The generator sets the seed."""
+    if temperature <= 0.0:
+        raise ValueError(f"temperature={temperature}: must be positive; use greedy() for temperature 0")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p}: must be in (0, 1]; 1 switches nucleus sampling off")
+
+    def choose(logp: Tensor) -> Tensor:
+        logits = _filter_top_p(_filter_top_k(logp / temperature, top_k), top_p)
+        probs = logits.softmax(dim=-1)  # (B, V)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+    with eval_mode(model):
+        return _generate(model, _latents(model, z, n), _max_len(model, max_len), choose)
+
+
+class _Beams:
+    """Per-row bookkeeping of finished hypotheses (score, ids) for beam search."""
+
+    def __init__(self, rows: int, width: int, length_penalty: float) -> None:
+        self.width, self.alpha = width, length_penalty
+        self.finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+
+    def norm(self, score: float, length: int) -> float:
+        return score / (length**self.alpha) if self.alpha else score
+
+    def add(self, row: int, score: float, ids: list[int]) -> None:
+        if not self.done[row]:
+            self.finished[row].append((self.norm(score, len(ids) + 1), ids))
+
+    def update_done(self, row: int, best_alive: float, length: int) -> None:
+        hyps = sorted(self.finished[row], key=lambda h: -h[0])[: self.width]
+        if len(hyps) >= self.width and self.norm(best_alive, length) <= hyps[-1][0]:
+            self.done[row] = True
+
+    def best(self, row: int) -> list[int]:
+        return max(self.finished[row], key=lambda h: h[0])[1]
+
+
+def _select(
+    beams: _Beams, top_s: Tensor, top_i: Tensor, hist: Tensor, V: int
+) -> tuple[list[int], list[int], list[float]]:
+    """From the 2W best candidates of each row keep W that do not end; finished ones go to `beams`."""
+    W, t = beams.width, hist.size(1)
+    origins, words, scores = [], [], []
+    for row, (ss, ii) in enumerate(zip(top_s.tolist(), top_i.tolist(), strict=True)):
+        kept = 0
+        for rank, (s, i) in enumerate(zip(ss, ii, strict=True)):
+            origin, word = row * W + i // V, i % V
+            if word == EOS:
+                if rank < W and s > -math.inf:
+                    beams.add(row, s, hist[origin].tolist())
+                continue
+            if kept < W:
+                origins.append(origin)
+                words.append(word)
+                scores.append(s)
+                kept += 1
+        beams.update_done(row, scores[row * W], t + 1)
+    return origins, words, scores
+
+
+@torch.no_grad()
+def _beam(model: TextVAE, z: Tensor, W: int, max_len: int, length_penalty: float) -> list[list[int]]:
+    B, device = z.size(0), z.device
+    zz = z.repeat_interleave(W, dim=0)  # (B*W, Z)
+    scores = torch.full((B, W), -math.inf, device=device)
+    scores[:, 0] = 0.0  # (B, W): only the first beam is live at the start
+    tok = torch.full((B * W,), BOS, dtype=torch.long, device=device)  # (B*W,)
+    hist = torch.zeros((B * W, 0), dtype=torch.long, device=device)  # (B*W, t)
+    beams = _Beams(B, W, length_penalty)
+    state: LSTMState | None = None
+    for _ in range(max_len):
+        logp, state = _next_logp(model, tok, zz, state)  # (B*W, V)
+        V = logp.size(1)
+        cand = (scores.view(B * W, 1) + logp).view(B, W * V)  # (B, W*V)
+        top_s, top_i = cand.topk(min(2 * W, W * V), dim=1)  # (B, 2W)
+        origins, words, new_scores = _select(beams, top_s, top_i, hist, V)
+        idx = torch.tensor(origins, device=device)  # (B*W,)
+        tok = torch.tensor(words, device=device)  # (B*W,)
+        hist = torch.cat([hist[idx], tok.unsqueeze(1)], dim=1)  # (B*W, t+1)
+        state = (state[0][:, idx], state[1][:, idx])  # each (L, B*W, H)
+        scores = torch.tensor(new_scores, device=device).view(B, W)
+        if all(beams.done):
+            break
+    for row in range(B):
+        if not beams.done[row]:
+            for k in range(W):
+                beams.add(row, float(scores[row, k]), hist[row * W + k].tolist())
+    return [beams.best(row) for row in range(B)]
+
+
+def beam_search(
+    model: TextVAE,
+    *,
+    z: Tensor | None = None,
+    n: int | None = None,
+    beam_width: int = 4,
+    max_len: int | None = None,
+    length_penalty: float = 0.0,
+) -> list[list[int]]:
+    """Batched beam search; score = sum of log-probabilities / length**length_penalty. Width 1 = greedy."""
+    if beam_width < 1:
+        raise ValueError(f"beam_width={beam_width}: must be at least 1")
+    with eval_mode(model):
+        z_ = _latents(model, z, n)
+        return _beam(model, z_, beam_width, _max_len(model, max_len), length_penalty)
+
+
+def interpolate(z_a: Tensor, z_b: Tensor, *, steps: int, method: Literal["linear", "slerp"] = "linear") -> Tensor:
+    """`steps` points from z_a to z_b (both (Z,)), endpoints included: (steps, Z)."""
+    if steps < 2:
+        raise ValueError(f"steps={steps}: must be at least 2 (the two endpoints)")
+    t = torch.linspace(0.0, 1.0, steps, dtype=z_a.dtype, device=z_a.device).unsqueeze(1)  # (S, 1)
+    if method == "linear":
+        return (1 - t) * z_a + t * z_b  # (S, Z)
+    cos = torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if float(omega.sin().abs()) < 1e-6:
+        return (1 - t) * z_a + t * z_b  # nearly parallel: slerp degenerates to lerp
+    return (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / omega.sin()  # (S, Z)
