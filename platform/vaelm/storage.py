@@ -84,13 +84,24 @@ def s3_filesystem(cfg: StorageConfig) -> pafs.S3FileSystem:
 # -- errors ----------------------------------------------------------------------------------------
 
 _HINTS = (
-    (("curlCode: 7", "Couldn't connect", "Could not connect", "connection refused", "curlCode: 28"),
-     "the S3 endpoint cannot be reached; check storage.endpoint or $VAELM_S3_ENDPOINT and that the server is up"),
-    (("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH",
-      "INVALID_ACCESS_KEY", "Forbidden", "403"),
-     "access was denied; check $VAELM_S3_ACCESS_KEY / $VAELM_S3_SECRET_KEY (or the IAM role) and the bucket policy"),
-    (("NoSuchBucket", "bucket does not exist"),
-     "the bucket does not exist; create it or fix the URI"),
+    (
+        ("curlCode: 7", "Couldn't connect", "Could not connect", "connection refused", "curlCode: 28"),
+        "the S3 endpoint cannot be reached; check storage.endpoint or $VAELM_S3_ENDPOINT and that the server is up",
+    ),
+    (
+        (
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "ACCESS_DENIED",
+            "SIGNATURE_DOES_NOT_MATCH",
+            "INVALID_ACCESS_KEY",
+            "Forbidden",
+            "403",
+        ),
+        "access was denied; check $VAELM_S3_ACCESS_KEY / $VAELM_S3_SECRET_KEY (or the IAM role) and the bucket policy",
+    ),
+    (("NoSuchBucket", "bucket does not exist"), "the bucket does not exist; create it or fix the URI"),
     (("No space left",), "the disk is full; free space or write elsewhere"),
     (("Permission denied",), "permission denied on the local path; choose a writable output"),
 )

@@ -57,8 +57,12 @@ def test_preprocess_s3_contract_and_reconciliation(ray_cluster: str, s3_bucket: 
     assert sorted(train + val + rejects) == sorted(ids), "every input row in exactly one place"
     assert not set(train) & set(val)
     manifest = storage.read_json(root.join("manifest.json"))
-    assert manifest["counts"] == {"rows_in": len(ids), "train_documents": len(train),
-                                  "val_documents": len(val), "rejected": len(rejects)}
+    assert manifest["counts"] == {
+        "rows_in": len(ids),
+        "train_documents": len(train),
+        "val_documents": len(val),
+        "rejected": len(rejects),
+    }
     assert manifest["spec"]["storage"]["secret_key"] != storage_secret(), "no credentials in the manifest"
     assert all(f["uri"].startswith("s3://") for f in manifest["input"]["files"])
 
@@ -97,8 +101,9 @@ def test_kill_midway_then_rerun_loses_nothing_and_duplicates_nothing(ray_cluster
     assert sorted(train + val + rejects) == sorted(ids)
 
 
-def test_rerun_of_finished_job_is_a_noop_and_changed_spec_is_refused(ray_cluster: str, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_rerun_of_finished_job_is_a_noop_and_changed_spec_is_refused(
+    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_corpus(tmp_path / "in", make_docs(60, seed=2), files=1)
     out = tmp_path / "out"
     spec = write_spec(tmp_path / "s.yaml", spec_for(str(tmp_path / "in"), str(out)))
@@ -120,7 +125,9 @@ def test_rerun_of_finished_job_is_a_noop_and_changed_spec_is_refused(ray_cluster
 # -- bad input ---------------------------------------------------------------------------------------
 
 
-def run_bad(tmp_path: Path, table: pa.Table | None, capsys: pytest.CaptureFixture[str], **extra: Any) -> tuple[int, str]:
+def run_bad(
+    tmp_path: Path, table: pa.Table | None, capsys: pytest.CaptureFixture[str], **extra: Any
+) -> tuple[int, str]:
     inp = tmp_path / "in"
     inp.mkdir(exist_ok=True)
     if table is not None:
@@ -142,8 +149,9 @@ def test_non_string_text_column_is_refused(tmp_path: Path, capsys: pytest.Captur
     assert code == 2 and "has type int64" in err
 
 
-def test_corrupt_parquet_is_an_error_or_skipped_by_choice(ray_cluster: str, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_parquet_is_an_error_or_skipped_by_choice(
+    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_corpus(tmp_path / "in", make_docs(30, seed=3), files=1)
     good = (tmp_path / "in" / "part-0.parquet").read_bytes()
     (tmp_path / "in" / "broken.parquet").write_bytes(good[: len(good) // 2])
@@ -157,10 +165,12 @@ def test_corrupt_parquet_is_an_error_or_skipped_by_choice(ray_cluster: str, tmp_
     assert stats["counts"]["rows_in"] == 30
 
 
-def test_row_level_problems_become_rejects(ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_row_level_problems_become_rejects(
+    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     docs = make_docs(40, seed=4)
     bad_utf8 = b"\xe8\xbf\x99\xff\xfe" + "家店很好，推荐大家来吃饭。".encode()
-    texts = [d.encode() for d in docs] + [None, b"", "巨" .encode() * 2_000_000, bad_utf8]
+    texts = [d.encode() for d in docs] + [None, b"", "巨".encode() * 2_000_000, bad_utf8]
     table = pa.table({"id": [f"r{i}" for i in range(len(texts))], "text": pa.array(texts, pa.binary())})
     code, err = run_bad(tmp_path, table, capsys, normalize={"invalid_utf8": "reject"})
     assert code == 0, err
@@ -173,15 +183,26 @@ def test_row_level_problems_become_rejects(ray_cluster: str, tmp_path: Path, cap
 
 
 def test_unreachable_s3_endpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_bad(tmp_path, None, capsys, input={"paths": ["s3://nowhere/corpus"]},
-                        storage={"endpoint": "http://127.0.0.1:9", "retries": 1, "connect_timeout_s": 1})
+    code, err = run_bad(
+        tmp_path,
+        None,
+        capsys,
+        input={"paths": ["s3://nowhere/corpus"]},
+        storage={"endpoint": "http://127.0.0.1:9", "retries": 1, "connect_timeout_s": 1},
+    )
     assert code == 1 and "cannot be reached" in err and "s3://nowhere/corpus" in err
 
 
-def test_wrong_credentials_are_a_clear_error_without_the_secret(s3_bucket: str, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_credentials_are_a_clear_error_without_the_secret(
+    s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     wrong = "wrong-secret-DO-NOT-PRINT-1234"
-    code, err = run_bad(tmp_path, None, capsys, input={"paths": [f"{s3_bucket}/corpus"]},
-                        storage={"access_key": "vaelm-test-access", "secret_key": wrong, "retries": 1})
+    code, err = run_bad(
+        tmp_path,
+        None,
+        capsys,
+        input={"paths": [f"{s3_bucket}/corpus"]},
+        storage={"access_key": "vaelm-test-access", "secret_key": wrong, "retries": 1},
+    )
     assert code == 1 and "access was denied" in err
     assert wrong not in err

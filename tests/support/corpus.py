@@ -56,8 +56,9 @@ def make_docs(n: int, *, seed: int = 0) -> list[str]:
     return docs
 
 
-def write_corpus(folder: Path, texts: list[str], *, files: int = 2, ids: list[str] | None = None,
-                 row_group_size: int = 50) -> Corpus:
+def write_corpus(
+    folder: Path, texts: list[str], *, files: int = 2, ids: list[str] | None = None, row_group_size: int = 50
+) -> Corpus:
     folder.mkdir(parents=True, exist_ok=True)
     ids = ids or [f"doc-{i:05d}" for i in range(len(texts))]
     per = -(-len(texts) // files)

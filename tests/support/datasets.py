@@ -41,5 +41,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240)
     """Run `vaelm ...` in a subprocess (it joins the test Ray cluster through $RAY_ADDRESS)."""
     import os
 
-    return subprocess.run([sys.executable, "-m", "vaelm.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "vaelm.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -74,14 +74,28 @@ def start_s3_server(workdir: Path, *, timeout_s: float = 60.0, s3_port: int | No
     """Start `weed server -s3` in `workdir` and wait until a signed S3 request succeeds."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "s3.json"
-    ident = {"name": "vaelm", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    ident = {
+        "name": "vaelm",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
     config.write_text(json.dumps({"identities": [ident]}))
     s3_port = s3_port or free_port()
     ports = {"master": free_port(), "volume": free_port(), "filer": free_port()}
-    cmd = [weed_binary(), "server", f"-dir={workdir}", "-s3", f"-s3.port={s3_port}", f"-s3.config={config}",
-           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-           "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.volumeSizeLimitMB=64"]
+    cmd = [
+        weed_binary(),
+        "server",
+        f"-dir={workdir}",
+        "-s3",
+        f"-s3.port={s3_port}",
+        f"-s3.config={config}",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.volumeSizeLimitMB=64",
+    ]
     log = (workdir / "weed.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = S3Server(f"http://127.0.0.1:{s3_port}", ACCESS_KEY, SECRET_KEY, proc, workdir)
@@ -110,7 +124,10 @@ def s3_client(server: S3Server):  # type: ignore[no-untyped-def]
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key, region_name="us-east-1",
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name="us-east-1",
         config=Config(retries={"max_attempts": 2}, connect_timeout=3, read_timeout=30),
     )

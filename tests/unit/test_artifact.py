@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def _logits(model: TextVAE) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("overrides", [{}, {"mode": "lm"}, {"bn_gamma": None, "bidirectional_encoder": False}])
-def test_artifact_round_trip_reproduces_logits_exactly(overrides: dict[str, object]) -> None:
+def test_artifact_round_trip_reproduces_logits_exactly(overrides: dict[str, Any]) -> None:
     model = tiny_model(**overrides)
     model.train()
     tokens, lengths = batch(DISTINCT_DOCS)

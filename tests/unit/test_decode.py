@@ -7,6 +7,7 @@ import torch
 
 from tests.unit.vae_testlib import (
     single_thread,  # noqa: F401  (autouse fixture)
+    tiny_config,
     tiny_model,
     trained_model,
 )
@@ -105,3 +106,34 @@ def test_decode_interpolate_linear_and_slerp() -> None:
     assert torch.allclose(arc.norm(dim=1), torch.ones(5), atol=1e-6)  # stays on the circle
     with pytest.raises(ValueError, match="steps"):
         interpolate(a, b, steps=1)
+
+
+class _Bigram(torch.nn.Module):
+    """A decoder whose next-token distribution depends only on the last token: beam search is checkable."""
+
+    def __init__(self, next_logp: torch.Tensor) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(next_logp, requires_grad=False)  # (V, V)
+        self.cfg = tiny_config(max_tokens=8)
+        self.z_dim = 0
+
+    def decode(self, inputs: torch.Tensor, z: object, state: object = None) -> tuple[torch.Tensor, object]:
+        B = inputs.size(0)
+        return self.table[inputs], (torch.zeros(1, B, 1), torch.zeros(1, B, 1))  # (B, T, V)
+
+
+def _trap() -> TextVAE:
+    """After <bos>: 10 (0.6) or <eos> (0.4); after 10 nothing is likely and there is no <eos>: a greedy trap."""
+    V = 50
+    probs = torch.full((V, V), 1e-12)
+    probs[BOS, 10], probs[BOS, EOS] = 0.6, 0.4
+    probs[10:, 10:] = 0.95 / 39  # nearly flat over the 40 ordinary tokens, no <eos>
+    probs[10:, 11] = 0.05
+    return _Bigram(probs.log())  # type: ignore[return-value]
+
+
+def test_decode_beam_search_escapes_the_greedy_trap() -> None:
+    model = _trap()
+    assert greedy(model, n=1) == [[10] + [11] * 6]
+    assert beam_search(model, n=1, beam_width=1) == [[10] + [11] * 6]  # width 1 keeps greedy's choice
+    assert beam_search(model, n=1, beam_width=2) == [[]]  # log 0.4 beats log 0.6 + 6 log 0.05

@@ -23,11 +23,11 @@ from vaelm.model.metrics import (
     mutual_information,
     perplexity,
 )
-from vaelm.model.vae import kl_divergence, reconstruction_nll
+from vaelm.model.vae import TextVAE, kl_divergence, reconstruction_nll
 
 
 @pytest.fixture(scope="module")
-def trained() -> torch.nn.Module:
+def trained() -> TextVAE:
     return trained_model()
 
 
@@ -79,7 +79,7 @@ def test_metrics_iw_nll_is_exact_when_posterior_equals_prior() -> None:
     assert torch.allclose(iw_nll(model, tokens, lengths, k=7, chunk=3), exact, atol=1e-4)
 
 
-def test_metrics_iw_bound_is_tighter_than_elbo(trained: torch.nn.Module) -> None:
+def test_metrics_iw_bound_is_tighter_than_elbo(trained: TextVAE) -> None:
     tokens, lengths = batch(DISTINCT_DOCS)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -122,7 +122,7 @@ def test_metrics_flag_a_collapsed_model() -> None:
     assert result["kl"] == 0.0 and result["au"] == 0 and result["distinct_decodes"] == 1
 
 
-def test_metrics_do_not_flag_a_trained_model(trained: torch.nn.Module) -> None:
+def test_metrics_do_not_flag_a_trained_model(trained: TextVAE) -> None:
     result = evaluate(trained, [batch(DISTINCT_DOCS)])
     assert result["collapsed"] is False
     assert float(result["kl"]) > 0.1 and int(result["au"]) > 0 and int(result["distinct_decodes"]) > 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -16,14 +18,14 @@ from tests.unit.vae_testlib import (
     tiny_config,
     tiny_model,
 )
-from vaelm.config.base import raise_spec_error
+from vaelm.config.base import SpecModel, raise_spec_error
 from vaelm.config.model import LossConfig, ModelConfig
 from vaelm.errors import SpecError
 from vaelm.model.vae import BOS, EOS, PAD, UNK, VAEOutput, kl_divergence, reconstruction_nll, vae_loss, word_dropout
 
 
 @pytest.mark.parametrize("overrides", [{}, {"bidirectional_encoder": False, "num_layers": 1}, {"bn_gamma": None}])
-def test_vae_forward_shapes(overrides: dict[str, object]) -> None:
+def test_vae_forward_shapes(overrides: dict[str, Any]) -> None:
     model = tiny_model(**overrides)
     tokens, lengths = batch(DISTINCT_DOCS[:3])  # (3, 8): the longest doc has 6 tokens
     out = model(tokens, lengths)
@@ -154,7 +156,7 @@ def test_vae_loss_falls_on_a_fixed_batch(mode: str) -> None:
         (LossConfig, {"beta": 1.0}, "unknown key"),
     ],
 )
-def test_vae_config_rejects_impossible_values(cls: type, values: dict[str, object], needle: str) -> None:
+def test_vae_config_rejects_impossible_values(cls: type[SpecModel], values: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError) as info:
         cls.model_validate(values)
     err = raise_spec_error(info.value, where="jobs/train.yaml model")

@@ -77,7 +77,7 @@ def _log_weights(
     log_prior = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))  # (c, B)
     logits, _ = model.decode(inputs.repeat(c, 1), z.reshape(c * B, Z))  # (c*B, T-1, V)
     log_px = -reconstruction_nll(logits, targets.repeat(c, 1)).view(c, B)  # (c, B)
-    return log_prior + log_px
+    return log_prior + log_px - log_q
 
 
 def mutual_information(

@@ -49,8 +49,10 @@ def run_units(
     if done:
         say(f"{label}: resuming, {len(done)} of {len(units)} units already committed")
     remote = ray.remote(num_cpus=ray_cfg.actor_cpus, max_restarts=3, max_task_retries=3)(StepActor)
-    actors = [remote.remote(step_cls, *init_args, **(init_kwargs or {}))
-              for _ in range(pool_size(ray_cfg, work_items=len(todo)))]
+    actors = [
+        remote.remote(step_cls, *init_args, **(init_kwargs or {}))
+        for _ in range(pool_size(ray_cfg, work_items=len(todo)))
+    ]
     progress = Progress(label, len(todo))
     try:
         pool = ActorPool(actors)

@@ -22,7 +22,8 @@ def ensure_ray(cfg: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     object_store = cfg.object_store_mb * 1024 * 1024 if cfg.object_store_mb else None
-    ray.init(num_cpus=cfg.num_cpus, object_store_memory=object_store, include_dashboard=False)
+    # "local": always a new local Ray, never silently joining some other cluster on this machine
+    ray.init(address="local", num_cpus=cfg.num_cpus, object_store_memory=object_store, include_dashboard=False)
 
 
 def cluster_cpus() -> float:

@@ -53,14 +53,18 @@ def _has_files(root: Location) -> bool:
 
 def _refusal(root: Location, previous: dict[str, Any] | None, mine: dict[str, str]) -> str:
     if previous is None:
-        return (f"output {root.uri} already holds files that vaelm did not write; choose an empty output "
-                "or pass --overwrite to delete them")
+        return (
+            f"output {root.uri} already holds files that vaelm did not write; choose an empty output "
+            "or pass --overwrite to delete them"
+        )
     what = [k for k in ("job", "identity", "fingerprint") if previous.get(k) != mine[k]]
     reason = {"job": "another job", "identity": "a different spec", "fingerprint": "different input files"}
     why = ", ".join(reason[k] for k in what)
-    return (f"output {root.uri} holds the results of {why} (job={previous.get('job')}, "
-            f"spec={previous.get('identity')}, started {previous.get('started_at')}); this run is "
-            f"job={mine['job']}, spec={mine['identity']}. Choose another output or pass --overwrite to replace it")
+    return (
+        f"output {root.uri} holds the results of {why} (job={previous.get('job')}, "
+        f"spec={previous.get('identity')}, started {previous.get('started_at')}); this run is "
+        f"job={mine['job']}, spec={mine['identity']}. Choose another output or pass --overwrite to replace it"
+    )
 
 
 @dataclass

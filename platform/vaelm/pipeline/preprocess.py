@@ -38,22 +38,36 @@ def run_preprocess(spec: PreprocessSpec, *, overwrite: bool = False) -> dict[str
     root = storage.open_location(spec.output, spec.storage)
     plan = plan_input(spec.input, spec.storage)
     say(f"preprocess: {len(plan.files)} files, {plan.rows} rows, {len(plan.units)} units -> {root.uri}")
-    state = claim_output(root, job="preprocess", identity=identity_hash(spec), fingerprint=plan.fingerprint,
-                         overwrite=overwrite)
+    state = claim_output(
+        root, job="preprocess", identity=identity_hash(spec), fingerprint=plan.fingerprint, overwrite=overwrite
+    )
     if state == "done":
         say(f"{root.uri} is already complete for this spec and input: nothing to do")
         return {**summarize(storage.read_json(root.join("stats.json")), root), "status": "already complete"}
     ensure_ray(spec.ray)
     data = spec.model_dump()
     n_shards = _dedup_shards(root, spec, plan)
-    clean = run_units(steps.CleanStep, (data,), init_kwargs={"n_shards": n_shards}, ledger=Ledger(root, "clean"),
-                      units=plan.units, ray_cfg=spec.ray, label="1/4 clean+filter")
+    clean = run_units(
+        steps.CleanStep,
+        (data,),
+        init_kwargs={"n_shards": n_shards},
+        ledger=Ledger(root, "clean"),
+        units=plan.units,
+        ray_cfg=spec.ray,
+        label="1/4 clean+filter",
+    )
     removed, dup_stats = _dedup(root, spec, plan, n_shards)
     tokenizer_json = _tokenizer(root, spec, plan, removed, clean)
     by_unit = _removed_by_unit(removed)
-    tok = run_units(steps.TokenizeStep, (data, tokenizer_json), ledger=Ledger(root, "tokenize"), units=plan.units,
-                    ray_cfg=spec.ray, label="4/4 tokenize+split",
-                    extra_args=lambda u: (by_unit.get(u.index, removed.slice(0, 0)),))
+    tok = run_units(
+        steps.TokenizeStep,
+        (data, tokenizer_json),
+        ledger=Ledger(root, "tokenize"),
+        units=plan.units,
+        ray_cfg=spec.ray,
+        label="4/4 tokenize+split",
+        extra_args=lambda u: (by_unit.get(u.index, removed.slice(0, 0)),),
+    )
     stats = _finish(root, spec, plan, clean, dup_stats, tok, tokenizer_json)
     return {**summarize(stats, root), "status": "resumed and completed" if state == "resume" else "completed"}
 
@@ -114,8 +128,10 @@ def _resolve_groups(root: Location, pairs: dict[str, np.ndarray]) -> pa.Table:
     info = _doc_info(root, {*dup, *dup.values(), *id_removed.values()})
     rows = [(o, "exact" if info[o][1] == info[s][1] else "near", info[s][0]) for o, s in sorted(dup.items())]
     rows += [(o, "id", info[s][0]) for o, s in sorted(id_removed.items())]
-    return pa.table({"order": [r[0] for r in rows], "kind": [r[1] for r in rows],
-                     "survivor_id": [r[2] for r in rows]}, schema=REMOVED_SCHEMA)
+    return pa.table(
+        {"order": [r[0] for r in rows], "kind": [r[1] for r in rows], "survivor_id": [r[2] for r in rows]},
+        schema=REMOVED_SCHEMA,
+    )
 
 
 def _doc_info(root: Location, orders: set[int]) -> dict[int, tuple[str, int]]:
@@ -137,8 +153,9 @@ def _removed_by_unit(removed: pa.Table) -> dict[int, pa.Table]:
 # -- 3. tokenizer ------------------------------------------------------------------------------------
 
 
-def _tokenizer(root: Location, spec: PreprocessSpec, plan: InputPlan, removed: pa.Table,
-               clean: dict[str, dict[str, Any]]) -> str:
+def _tokenizer(
+    root: Location, spec: PreprocessSpec, plan: InputPlan, removed: pa.Table, clean: dict[str, dict[str, Any]]
+) -> str:
     from vaelm.text.tokenizer import (
         check_special_tokens,
         tokenizer_from_json,
@@ -156,8 +173,10 @@ def _tokenizer(root: Location, spec: PreprocessSpec, plan: InputPlan, removed: p
     else:
         kept = sum(s["kept"] for s in clean.values()) - removed.num_rows
         if kept <= 0:
-            raise InputError(f"no documents are left after filtering and dedup ({_reasons(clean)}); loosen "
-                             "filters in the spec or check input.text_column")
+            raise InputError(
+                f"no documents are left after filtering and dedup ({_reasons(clean)}); loosen "
+                "filters in the spec or check input.text_column"
+            )
         texts = _sample(root, plan.units, removed, fraction=min(1.0, spec.tokenizer.sample_docs / kept))
         say(f"3/4 tokenizer: training byte-level BPE (vocab {spec.tokenizer.vocab_size}) on {len(texts)} documents")
         tok = train_tokenizer(texts, vocab_size=spec.tokenizer.vocab_size, min_frequency=spec.tokenizer.min_frequency)
@@ -174,8 +193,9 @@ def _sample(root: Location, units: list[Unit], removed: pa.Table, *, fraction: f
     texts: list[str] = []
     for unit in units:
         table = storage.read_table(steps.clean_path(root, unit.name), columns=["order", "text", "exact_key"])
-        mask = pc.and_(pc.less_equal(table.column("exact_key"), limit),
-                       pc.invert(pc.is_in(table.column("order"), value_set=drop)))
+        mask = pc.and_(
+            pc.less_equal(table.column("exact_key"), limit), pc.invert(pc.is_in(table.column("order"), value_set=drop))
+        )
         texts.extend(table.filter(mask).column("text").to_pylist())
     return texts
 
@@ -191,13 +211,22 @@ def _reasons(clean: dict[str, dict[str, Any]]) -> str:
 # -- 5. finish ---------------------------------------------------------------------------------------
 
 
-def _finish(root: Location, spec: PreprocessSpec, plan: InputPlan, clean: dict[str, dict[str, Any]],
-            dup: dict[str, int], tok: dict[str, dict[str, Any]], tokenizer_json: str) -> dict[str, Any]:
+def _finish(
+    root: Location,
+    spec: PreprocessSpec,
+    plan: InputPlan,
+    clean: dict[str, dict[str, Any]],
+    dup: dict[str, int],
+    tok: dict[str, dict[str, Any]],
+    tokenizer_json: str,
+) -> dict[str, Any]:
     stats = _stats(plan, clean, dup, tok)
     counts = stats["counts"]
     if counts["rows_in"] != counts["train_documents"] + counts["val_documents"] + counts["rejected"]:
-        raise RuntimeError(f"counts do not reconcile, the dataset is NOT marked complete: {counts}; "
-                           "this is a bug, please report it with the output's _work/ folder")
+        raise RuntimeError(
+            f"counts do not reconcile, the dataset is NOT marked complete: {counts}; "
+            "this is a bug, please report it with the output's _work/ folder"
+        )
     _remove_orphans(root, plan.units)
     storage.write_json(root.join("stats.json"), stats)
     storage.write_json(root.join("manifest.json"), _manifest(spec, plan, stats, tokenizer_json))
@@ -206,23 +235,32 @@ def _finish(root: Location, spec: PreprocessSpec, plan: InputPlan, clean: dict[s
     return stats
 
 
-def _stats(plan: InputPlan, clean: dict[str, dict[str, Any]], dup: dict[str, int],
-           tok: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _stats(
+    plan: InputPlan, clean: dict[str, dict[str, Any]], dup: dict[str, int], tok: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     dropped: dict[str, int] = {}
     for s in [*clean.values(), *tok.values()]:
         for reason, n in s["rejected"].items():
             dropped[reason] = dropped.get(reason, 0) + n
     kept_clean = sum(s["kept"] for s in clean.values())
-    split = {k: {m: sum(s[k][m] for s in tok.values()) for m in ("documents", "rows", "tokens")} for k in ("train", "val")}
+    split = {
+        k: {m: sum(s[k][m] for s in tok.values()) for m in ("documents", "rows", "tokens")} for k in ("train", "val")
+    }
     rows_in = plan.rows
-    counts = {"rows_in": rows_in, "train_documents": split["train"]["documents"],
-              "val_documents": split["val"]["documents"], "rejected": sum(dropped.values())}
+    counts = {
+        "rows_in": rows_in,
+        "train_documents": split["train"]["documents"],
+        "val_documents": split["val"]["documents"],
+        "rejected": sum(dropped.values()),
+    }
     after_dedup = kept_clean - sum(dup.values())
     return {
         "counts": counts,
-        "stages": {"clean": {"in": rows_in, "out": kept_clean},
-                   "dedup": {"in": kept_clean, "out": after_dedup},
-                   "tokenize": {"in": after_dedup, "out": counts["train_documents"] + counts["val_documents"]}},
+        "stages": {
+            "clean": {"in": rows_in, "out": kept_clean},
+            "dedup": {"in": kept_clean, "out": after_dedup},
+            "tokenize": {"in": after_dedup, "out": counts["train_documents"] + counts["val_documents"]},
+        },
         "dropped": dict(sorted(dropped.items(), key=lambda x: -x[1])),
         "duplicates": dup,
         "splits": split,
@@ -243,16 +281,32 @@ def _manifest(spec: PreprocessSpec, plan: InputPlan, stats: dict[str, Any], toke
         "created_at": now(),
         "spec_hash": identity_hash(spec),
         "spec": public_dict(spec),
-        "input": {"paths": spec.input.paths, "fingerprint": plan.fingerprint,
-                  "files": [{"uri": f.uri, "size": f.size, "mtime_ns": f.mtime_ns} for f in plan.files]},
+        "input": {
+            "paths": spec.input.paths,
+            "fingerprint": plan.fingerprint,
+            "files": [{"uri": f.uri, "size": f.size, "mtime_ns": f.mtime_ns} for f in plan.files],
+        },
         "counts": stats["counts"],
-        "tokenizer": {"path": "tokenizer/tokenizer.json", "vocab_size": vocab,
-                      "sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest()},
+        "tokenizer": {
+            "path": "tokenizer/tokenizer.json",
+            "vocab_size": vocab,
+            "sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
+        },
         "max_tokens": spec.tokenize.max_tokens,
-        "shards": {"train": [f"train/{n}.parquet" for n in names], "val": [f"val/{n}.parquet" for n in names],
-                   "rejects": [f"rejects/{s}-{n}.parquet" for s in ("clean", "tokenize") for n in names]},
-        "columns": ["id", "chunk", "text", "input_ids", "n_tokens",
-                    *([] if spec.input.label_column is None else ["label"]), *spec.input.passthrough_columns],
+        "shards": {
+            "train": [f"train/{n}.parquet" for n in names],
+            "val": [f"val/{n}.parquet" for n in names],
+            "rejects": [f"rejects/{s}-{n}.parquet" for s in ("clean", "tokenize") for n in names],
+        },
+        "columns": [
+            "id",
+            "chunk",
+            "text",
+            "input_ids",
+            "n_tokens",
+            *([] if spec.input.label_column is None else ["label"]),
+            *spec.input.passthrough_columns,
+        ],
     }
 
 

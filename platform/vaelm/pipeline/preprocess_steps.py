@@ -23,8 +23,16 @@ from vaelm.text.filters import build_filters, drop_reason
 from vaelm.text.normalize import decode_text, normalize
 
 KIND_EXACT, KIND_BAND, KIND_ID = 0, 1, 2
-REJECT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("row", pa.int64()),
-                           ("stage", pa.string()), ("reason", pa.string()), ("excerpt", pa.string())])
+REJECT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("excerpt", pa.string()),
+    ]
+)
 
 
 def clean_path(root: Location, unit_name: str) -> Location:
@@ -88,8 +96,12 @@ class CleanStep:
         storage.write_table(clean_path(self.root, unit.name), kept)
         storage.write_table(self.root.join("rejects", f"clean-{unit.name}.parquet"), rejects.table())
         self._write_keys(unit, kept)
-        return {"rows_in": table.num_rows, "kept": kept.num_rows, "rejected": rejects.counts(),
-                "utf8_replaced": replaced}
+        return {
+            "rows_in": table.num_rows,
+            "kept": kept.num_rows,
+            "rejected": rejects.counts(),
+            "utf8_replaced": replaced,
+        }
 
     def _clean(self, table: pa.Table, unit: Unit, rejects: Rejects) -> tuple[list[int], int]:
         raws = table.column("text").to_pylist()
@@ -156,8 +168,9 @@ class DedupShard:
         if not tables:
             return {}
         table = pa.concat_tables(tables)
-        return group_pairs(table.column("key").to_numpy(), table.column("kind").to_numpy(),
-                           table.column("order").to_numpy())
+        return group_pairs(
+            table.column("key").to_numpy(), table.column("kind").to_numpy(), table.column("order").to_numpy()
+        )
 
 
 def group_pairs(keys: np.ndarray, kinds: np.ndarray, orders: np.ndarray) -> dict[str, np.ndarray]:
@@ -203,21 +216,35 @@ class TokenizeStep:
         for split in ("train", "val"):
             table = pa.table(rows[split], schema=self._schema(clean))
             storage.write_table(self.root.join(split, f"{unit.name}.parquet"), table)
-            stats[split] = {"documents": len(set(rows[split]["id"])), "rows": table.num_rows,
-                            "tokens": int(sum(rows[split]["n_tokens"]))}
+            stats[split] = {
+                "documents": len(set(rows[split]["id"])),
+                "rows": table.num_rows,
+                "tokens": int(sum(rows[split]["n_tokens"])),
+            }
         storage.write_table(self.root.join("rejects", f"tokenize-{unit.name}.parquet"), rejects.table())
         return stats
 
     def _drop_duplicates(self, clean: pa.Table, removed: pa.Table, unit: Unit, rejects: Rejects) -> pa.Table:
         if removed.num_rows == 0:
             return clean
-        reason = {o: f"duplicate_{'id' if k == 'id' else 'of'}:{s}" for o, k, s in zip(
-            removed.column("order").to_pylist(), removed.column("kind").to_pylist(),
-            removed.column("survivor_id").to_pylist(), strict=True)}
+        reason = {
+            o: f"duplicate_{'id' if k == 'id' else 'of'}:{s}"
+            for o, k, s in zip(
+                removed.column("order").to_pylist(),
+                removed.column("kind").to_pylist(),
+                removed.column("survivor_id").to_pylist(),
+                strict=True,
+            )
+        }
         orders = clean.column("order").to_pylist()
         keep = [o not in reason for o in orders]
-        for o, doc_id, row, text in zip(orders, clean.column("id").to_pylist(), clean.column("row").to_pylist(),
-                                        clean.column("text").to_pylist(), strict=True):
+        for o, doc_id, row, text in zip(
+            orders,
+            clean.column("id").to_pylist(),
+            clean.column("row").to_pylist(),
+            clean.column("text").to_pylist(),
+            strict=True,
+        ):
             if o in reason:
                 rejects.add(doc_id=doc_id, source=unit.source, row=row, reason=reason[o], text=text)
         return clean.filter(pa.array(keep))
@@ -227,18 +254,25 @@ class TokenizeStep:
 
         cfg = self.spec.tokenize
         extra = [c for c in clean.column_names if c not in ("id", "text", "order", "row", "exact_key")]
-        rows: dict[str, dict[str, list[Any]]] = {s: {c: [] for c in (*DATASET_COLUMNS, *extra)}
-                                                 for s in ("train", "val")}
+        rows: dict[str, dict[str, list[Any]]] = {
+            s: {c: [] for c in (*DATASET_COLUMNS, *extra)} for s in ("train", "val")
+        }
         texts = clean.column("text").to_pylist()
         for start in range(0, len(texts), cfg.batch_size):
             batch = clean.slice(start, cfg.batch_size)
-            encoded = encode_batch(self.tok, texts[start : start + cfg.batch_size], max_tokens=cfg.max_tokens,
-                                   long_documents=cfg.long_documents, min_tokens=cfg.min_tokens)
+            encoded = encode_batch(
+                self.tok,
+                texts[start : start + cfg.batch_size],
+                max_tokens=cfg.max_tokens,
+                long_documents=cfg.long_documents,
+                min_tokens=cfg.min_tokens,
+            )
             for i, enc in enumerate(encoded):
                 rec = {c: batch.column(c)[i].as_py() for c in ("id", "text", "row", *extra)}
                 if enc.reason:
-                    rejects.add(doc_id=rec["id"], source=unit.source, row=rec["row"], reason=enc.reason,
-                                text=rec["text"])
+                    rejects.add(
+                        doc_id=rec["id"], source=unit.source, row=rec["row"], reason=enc.reason, text=rec["text"]
+                    )
                     continue
                 out = rows[split_of(rec["id"], cfg.val_fraction)]
                 for k, ids in enumerate(enc.chunks):
@@ -250,8 +284,14 @@ class TokenizeStep:
 
     @staticmethod
     def _schema(clean: pa.Table) -> pa.Schema:
-        base = [("id", pa.string()), ("chunk", pa.int32()), ("text", pa.string()),
-                ("input_ids", pa.list_(pa.int32())), ("n_tokens", pa.int32())]
-        extra = [clean.schema.field(c) for c in clean.column_names
-                 if c not in ("id", "text", "order", "row", "exact_key")]
+        base = [
+            ("id", pa.string()),
+            ("chunk", pa.int32()),
+            ("text", pa.string()),
+            ("input_ids", pa.list_(pa.int32())),
+            ("n_tokens", pa.int32()),
+        ]
+        extra = [
+            clean.schema.field(c) for c in clean.column_names if c not in ("id", "text", "order", "row", "exact_key")
+        ]
         return pa.schema([*base, *extra])

@@ -22,8 +22,12 @@ class Progress:
 
     def _print(self, now: float) -> None:
         elapsed = max(now - self.started, 1e-9)
-        print(f"[vaelm] {self.label}: {self.done}/{self.total} units, {self.items} docs, "
-              f"{self.items / elapsed:.0f} docs/s, {elapsed:.0f}s", file=sys.stderr, flush=True)
+        print(
+            f"[vaelm] {self.label}: {self.done}/{self.total} units, {self.items} docs, "
+            f"{self.items / elapsed:.0f} docs/s, {elapsed:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def say(message: str) -> None:

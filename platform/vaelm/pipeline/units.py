@@ -52,8 +52,9 @@ def plan_input(cfg: InputConfig, storage_cfg: StorageConfig) -> InputPlan:
     """List, check and cut the input. Raises InputError naming the file, the rule and the fix."""
     entries = [(root, f) for root in cfg.paths for f in _list(root, storage_cfg)]
     if not entries:
-        raise InputError(f"no Parquet files found under {cfg.paths}; check input.paths (files or prefixes "
-                         "holding *.parquet)")
+        raise InputError(
+            f"no Parquet files found under {cfg.paths}; check input.paths (files or prefixes holding *.parquet)"
+        )
     units: list[Unit] = []
     skipped: list[dict[str, str]] = []
     for root, entry in entries:
@@ -61,8 +62,9 @@ def plan_input(cfg: InputConfig, storage_cfg: StorageConfig) -> InputPlan:
         if meta is not None:
             units.extend(_cut(entry, _source(root, entry), meta, cfg, first_index=len(units)))
     files = [f for _, f in entries]
-    return InputPlan(units=units, files=files, rows=sum(u.rows for u in units),
-                     fingerprint=fingerprint(files), skipped=skipped)
+    return InputPlan(
+        units=units, files=files, rows=sum(u.rows for u in units), fingerprint=fingerprint(files), skipped=skipped
+    )
 
 
 def _list(root: str, storage_cfg: StorageConfig) -> list[FileEntry]:
@@ -78,8 +80,9 @@ def _source(root: str, entry: FileEntry) -> str:
     return rel or posixpath.basename(entry.uri)
 
 
-def _footer(entry: FileEntry, storage_cfg: StorageConfig, cfg: InputConfig,
-            skipped: list[dict[str, str]]) -> pq.FileMetaData | None:
+def _footer(
+    entry: FileEntry, storage_cfg: StorageConfig, cfg: InputConfig, skipped: list[dict[str, str]]
+) -> pq.FileMetaData | None:
     loc = storage.open_location(entry.uri, storage_cfg)
     with storage.storage_errors(loc, "open"):
         f = loc.fs.open_input_file(loc.path)
@@ -89,8 +92,10 @@ def _footer(entry: FileEntry, storage_cfg: StorageConfig, cfg: InputConfig,
         if cfg.on_corrupt_file == "skip":
             skipped.append({"file": entry.uri, "reason": f"corrupt_parquet: {str(exc)[:200]}"})
             return None
-        raise InputError(f"{entry.uri} is not a readable Parquet file ({str(exc)[:200]}); remove or "
-                         "repair it, or set input.on_corrupt_file: skip to record it and go on") from None
+        raise InputError(
+            f"{entry.uri} is not a readable Parquet file ({str(exc)[:200]}); remove or "
+            "repair it, or set input.on_corrupt_file: skip to record it and go on"
+        ) from None
     finally:
         f.close()
     check_columns(meta.schema.to_arrow_schema(), cfg, entry.uri)
@@ -101,19 +106,24 @@ def check_columns(schema: pa.Schema, cfg: InputConfig, uri: str) -> None:
     """The text column exists and holds text; asked-for columns exist."""
     names = schema.names
     if cfg.text_column not in names:
-        raise InputError(f"column '{cfg.text_column}' not found in {uri}; its columns are {names}; "
-                         "set input.text_column")
+        raise InputError(
+            f"column '{cfg.text_column}' not found in {uri}; its columns are {names}; set input.text_column"
+        )
     kind = schema.field(cfg.text_column).type
     if kind not in TEXT_TYPES:
-        raise InputError(f"column '{cfg.text_column}' in {uri} has type {kind}; it must hold text (string); "
-                         "convert it or point input.text_column at a text column")
+        raise InputError(
+            f"column '{cfg.text_column}' in {uri} has type {kind}; it must hold text (string); "
+            "convert it or point input.text_column at a text column"
+        )
     explicit_id = "id_column" in cfg.model_fields_set and cfg.id_column is not None
     wanted = [*cfg.passthrough_columns, *([cfg.label_column] if cfg.label_column else [])]
     wanted += [cfg.id_column] if explicit_id and cfg.id_column else []
     missing = [c for c in wanted if c not in names]
     if missing:
-        raise InputError(f"columns {missing} not found in {uri}; its columns are {names}; fix "
-                         "input.id_column / input.label_column / input.passthrough_columns")
+        raise InputError(
+            f"columns {missing} not found in {uri}; its columns are {names}; fix "
+            "input.id_column / input.label_column / input.passthrough_columns"
+        )
 
 
 def _cut(entry: FileEntry, source: str, meta: pq.FileMetaData, cfg: InputConfig, *, first_index: int) -> list[Unit]:
@@ -150,8 +160,10 @@ def read_unit(unit: Unit, cfg: InputConfig, storage_cfg: StorageConfig) -> pa.Ta
     try:
         table = pq.ParquetFile(f).read_row_groups(list(unit.row_groups), columns=columns)
     except Exception as exc:
-        raise InputError(f"{unit.file_uri}: row groups {list(unit.row_groups)} cannot be read ({str(exc)[:200]}); "
-                         "the file is corrupt: repair or remove it") from None
+        raise InputError(
+            f"{unit.file_uri}: row groups {list(unit.row_groups)} cannot be read ({str(exc)[:200]}); "
+            "the file is corrupt: repair or remove it"
+        ) from None
     finally:
         f.close()
     return _standardise(table, unit, cfg)
@@ -168,8 +180,9 @@ def _columns(unit: Unit, cfg: InputConfig) -> list[str]:
 
 def _standardise(table: pa.Table, unit: Unit, cfg: InputConfig) -> pa.Table:
     text = table.column(cfg.text_column)
-    binary = pa.large_binary() if pa.types.is_large_string(text.type) or pa.types.is_large_binary(text.type) \
-        else pa.binary()
+    binary = (
+        pa.large_binary() if pa.types.is_large_string(text.type) or pa.types.is_large_binary(text.type) else pa.binary()
+    )
     out = {"text": text.cast(binary), "id": _ids(table, unit, cfg)}
     if cfg.label_column:
         out["label"] = table.column(cfg.label_column)

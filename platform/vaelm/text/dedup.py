@@ -98,17 +98,12 @@ class MinHasher:
     def band_keys(self, sig: np.ndarray) -> list[int]:
         """One uint64 per band; the band index is hashed in, so equal rows in different bands differ."""
         rows = np.ascontiguousarray(sig[: self.bands * self.rows], dtype="<u8").reshape(self.bands, self.rows)
-        return [
-            int.from_bytes(
-                hashlib.blake2b(band.tobytes(), digest_size=8, person=b"vaelm-band", salt=_salt(i)).digest(),
-                "little",
-            )
-            for i, band in enumerate(rows)
-        ]
+        return [_band_key(band.tobytes(), i) for i, band in enumerate(rows)]
 
 
-def _salt(band: int) -> bytes:
-    return band.to_bytes(16, "little")
+def _band_key(band: bytes, index: int) -> int:
+    digest = hashlib.blake2b(band, digest_size=8, person=b"vaelm-band", salt=index.to_bytes(16, "little")).digest()
+    return int.from_bytes(digest, "little")
 
 
 def _collision_probability(s: np.ndarray, bands: int, rows: int) -> np.ndarray:
