@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check platform tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m yamllint -s -c .yamllint.yaml jobs k8s deploy
-	@if [ -d deploy/docker ]; then for f in deploy/docker/Dockerfile*; do $(BIN)/hadolint $$f || exit 1; done; fi
+	$(BIN)/hadolint deploy/docker/Dockerfile deploy/docker/Dockerfile.gpu
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix platform tests bench

@@ -95,6 +95,8 @@ def start_s3_server(workdir: Path, *, timeout_s: float = 60.0, s3_port: int | No
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-master.volumeSizeLimitMB=64",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
     log = (workdir / "weed.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
