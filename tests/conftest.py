@@ -48,6 +48,7 @@ def ray_cluster() -> Iterator[str]:
     import ray
 
     ray.init(
+        address="local",  # a cluster of our own, even if another Ray runs on this machine
         num_cpus=2,
         object_store_memory=300 * 1024 * 1024,
         include_dashboard=False,

@@ -86,6 +86,9 @@ class TrainSpec(SpecModel):
     """Where the model artifact goes (config.json, model.safetensors, tokenizer.json, metrics.json)."""
     run_dir: str | None = None
     """Where checkpoints and Ray Train state go (local or s3://); empty = <output>/_run."""
+    run_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    """Name of the Ray Train run under run_dir; empty = derived from the spec, so a changed spec starts a new
+    run. Set it to continue a run's checkpoints with changed loop settings (the architecture must match)."""
     storage: StorageConfig = Field(default_factory=StorageConfig)
     """S3 endpoint and credentials."""
     ray: RayConfig = Field(default_factory=RayConfig)

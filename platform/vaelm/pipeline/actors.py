@@ -48,7 +48,9 @@ def run_units(
         return {u.name: done[u.name] for u in units}
     if done:
         say(f"{label}: resuming, {len(done)} of {len(units)} units already committed")
-    remote = ray.remote(num_cpus=ray_cfg.actor_cpus, max_restarts=3, max_task_retries=3)(StepActor)
+    remote = ray.remote(
+        num_cpus=ray_cfg.actor_cpus, num_gpus=ray_cfg.num_gpus_per_actor, max_restarts=3, max_task_retries=3
+    )(StepActor)
     actors = [
         remote.remote(step_cls, *init_args, **(init_kwargs or {}))
         for _ in range(pool_size(ray_cfg, work_items=len(todo)))

@@ -51,7 +51,7 @@ def run_train(spec: TrainSpec, *, overwrite: bool = False) -> dict[str, Any]:
         return {**summarize(storage.read_json(out.join("metrics.json"))), "status": "already complete"}
     ensure_ray(spec.ray)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    run_name = f"vaelm-train-{identity_hash(spec)}"
+    run_name = spec.run_name or f"vaelm-train-{identity_hash(spec)}"
     check_resumable(spec, run_name, model_cfg)
     result = _fit(spec, data, model_cfg, run_name)
     summary = export(spec, data, model_cfg, result, out)

@@ -225,9 +225,13 @@ def restore(model: TextVAE, optimizer: torch.optim.Optimizer, model_cfg: ModelCo
 
 
 def _maybe_fault(fault: dict[str, Any], rank: int, world: int, step: int) -> None:
-    """Fault injection for tests: the last rank's process dies at a given step, once (marker file)."""
+    """Fault injection for tests: the last rank's process dies at a given step, once (marker file).
+
+    It first waits a few seconds: Ray Train registers reported checkpoints on its health-check poll
+    (every 2 s), and a worker that dies sooner loses the newest report, so the resume point would vary."""
     at, marker = fault.get("kill_at_step"), fault.get("marker")
     if at and marker and rank == world - 1 and step == int(at) and not os.path.exists(marker):
         Path(marker).write_text(str(step))
         print(f"[vaelm] fault injection: worker rank {rank} exits at step {step}", flush=True)
+        time.sleep(5)
         os._exit(1)

@@ -1,0 +1,154 @@
+"""`vaelm train` through the real Ray Train path: 2 CPU workers, checkpoints on S3, faults and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.corpus import make_docs, write_corpus
+from tests.support.datasets import run_cli, write_spec
+from vaelm import storage
+from vaelm.cli import main
+from vaelm.model.artifact import load_artifact
+
+pytestmark = pytest.mark.timeout(420)
+
+TINY = {"embed_dim": 24, "hidden_dim": 24, "num_layers": 1, "latent_dim": 4}
+LOOP = {
+    "num_workers": 2,
+    "batch_size": 16,
+    "epochs": 3,
+    "eval_every": 6,
+    "val_docs": 40,
+    "lr": 0.01,
+    "final_iw_samples": 5,
+    "final_eval_docs": 40,
+}
+
+
+def preprocess(tmp: Path, out: str) -> str:
+    write_corpus(tmp / "corpus", make_docs(360, seed=7), files=2)
+    spec = {
+        "job": "preprocess",
+        "input": {"paths": [str(tmp / "corpus")]},
+        "output": out,
+        "tokenizer": {"vocab_size": 300, "min_frequency": 1},
+        "tokenize": {"max_tokens": 40, "val_fraction": 0.15},
+    }
+    assert main(["preprocess", str(write_spec(tmp / "pre.yaml", spec))]) == 0
+    return out
+
+
+def train_spec(dataset: str, output: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "job": "train",
+        "dataset": dataset,
+        "output": output,
+        "model": dict(TINY),
+        "loss": {"anneal_steps": 10, "cycles": 2},
+        "train": dict(LOOP),
+    }
+    spec.update(extra)
+    return spec
+
+
+def history(output: str) -> list[dict[str, Any]]:
+    raw = storage.read_bytes(storage.open_location(output).join("training", "metrics.jsonl")).decode()
+    return [json.loads(line) for line in raw.splitlines()]
+
+
+def test_two_worker_training_on_s3_writes_artifact_and_loss_falls(
+    ray_cluster: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    dataset = preprocess(tmp_path, f"{s3_bucket}/dataset")
+    out = f"{s3_bucket}/model"
+    spec = write_spec(tmp_path / "t.yaml", train_spec(dataset, out, run_dir=f"{s3_bucket}/runs"))
+    assert main(["train", str(spec)]) == 0
+
+    root = storage.open_location(out)
+    files = {
+        n: storage.read_bytes(root.join(n))
+        for n in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json")
+    }
+    artifact = load_artifact(files)
+    assert artifact.config.latent_dim == 4 and artifact.provenance["workers"] == 2
+    assert storage.list_files(storage.open_location(f"{s3_bucket}/runs"), suffix="model.pt"), "checkpoints on S3"
+    rows = history(out)
+    assert rows[-1]["step"] == rows[-1]["epoch"] * 0 + rows[-1]["step"] and len(rows) >= 3
+    assert rows[-1]["rec_nll"] < rows[0]["rec_nll"] * 0.9, "validation reconstruction must fall"
+    metrics = json.loads(files["metrics.json"])
+    for key in ("elbo_nll", "kl", "ppl", "iw_nll", "mi", "au", "collapsed"):
+        assert key in metrics
+    assert storage.exists(root.join("training", "curves.png"))
+
+
+def test_killed_worker_recovers_from_last_checkpoint(ray_cluster: str, tmp_path: Path) -> None:
+    dataset = preprocess(tmp_path, str(tmp_path / "dataset"))
+    out = str(tmp_path / "model")
+    spec = write_spec(tmp_path / "t.yaml", train_spec(dataset, out, run_dir=str(tmp_path / "runs")))
+    marker = tmp_path / "fault-fired"
+    result = run_cli(
+        "train", str(spec), env={"VAELM_FAULT_KILL_TRAIN_STEP": "8", "VAELM_FAULT_MARKER": str(marker)}, timeout=400
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marker.read_text() == "8", "the fault must have fired"
+    log = result.stdout + result.stderr
+    assert "resumed from step 6" in log, "training restarted from the checkpoint before the fault"
+    steps = [r["step"] for r in history(out)]
+    assert steps == sorted(set(steps)) and steps[-1] > 8, "one history, no step twice, training went past the fault"
+
+
+def test_rerun_resumes_from_checkpoints_instead_of_restarting(
+    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = preprocess(tmp_path, str(tmp_path / "dataset"))
+    out, runs = tmp_path / "model", tmp_path / "runs"
+    spec = write_spec(tmp_path / "t.yaml", train_spec(dataset, str(out), run_dir=str(runs)))
+    assert main(["train", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(spec)]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+    last = history(str(out))[-1]["step"]
+    for path in sorted(out.rglob("*"), reverse=True):  # the artifact is lost; the checkpoints remain
+        path.unlink() if path.is_file() else path.rmdir()
+    assert main(["train", str(spec)]) == 0
+    captured = capsys.readouterr()
+    assert "train: resuming" in captured.err
+    assert history(str(out))[-1]["step"] == last, "no step was trained twice"
+
+
+def test_bad_training_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "half").mkdir()
+    spec = write_spec(tmp_path / "a.yaml", train_spec(str(tmp_path / "half"), str(tmp_path / "m")))
+    assert main(["train", str(spec)]) == 2
+    assert "_SUCCESS" in capsys.readouterr().err
+
+    for override, words in (("model.latent_dim=0", "latent_dim"), ("train.lr=-0.1", "train.lr")):
+        assert main(["train", str(spec), "--set", override]) == 2
+        assert words in capsys.readouterr().err
+
+
+def test_tokenizer_mismatch_and_incompatible_checkpoint_are_refused(
+    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = preprocess(tmp_path, str(tmp_path / "dataset"))
+    loop = {**LOOP, "epochs": 1}
+    spec = write_spec(
+        tmp_path / "t.yaml",
+        train_spec(dataset, str(tmp_path / "m1"), run_dir=str(tmp_path / "runs"), run_name="shared", train=loop),
+    )
+    assert main(["train", str(spec)]) == 0
+    capsys.readouterr()
+    bigger = ["--set", "model.hidden_dim=32", "--set", f"output={tmp_path / 'm2'}"]
+    assert main(["train", str(spec), *bigger]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_dim=24" in err and "hidden_dim=32" in err
+
+    tok = Path(dataset) / "tokenizer" / "tokenizer.json"
+    tok.write_text(tok.read_text().replace('"<unk>"', '"<UNK>"', 1))
+    assert main(["train", str(spec), "--set", f"output={tmp_path / 'm3'}"]) == 2
+    assert "does not match the dataset's manifest" in capsys.readouterr().err
