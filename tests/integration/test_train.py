@@ -77,7 +77,7 @@ def test_two_worker_training_on_s3_writes_artifact_and_loss_falls(
     assert artifact.config.latent_dim == 4 and artifact.provenance["workers"] == 2
     assert storage.list_files(storage.open_location(f"{s3_bucket}/runs"), suffix="model.pt"), "checkpoints on S3"
     rows = history(out)
-    assert rows[-1]["step"] == rows[-1]["epoch"] * 0 + rows[-1]["step"] and len(rows) >= 3
+    assert len(rows) >= 3 and [r["step"] for r in rows] == sorted(r["step"] for r in rows)
     assert rows[-1]["rec_nll"] < rows[0]["rec_nll"] * 0.9, "validation reconstruction must fall"
     metrics = json.loads(files["metrics.json"])
     for key in ("elbo_nll", "kl", "ppl", "iw_nll", "mi", "au", "collapsed"):
@@ -85,8 +85,8 @@ def test_two_worker_training_on_s3_writes_artifact_and_loss_falls(
     assert storage.exists(root.join("training", "curves.png"))
 
 
-def test_killed_worker_recovers_from_last_checkpoint(ray_cluster: str, tmp_path: Path) -> None:
-    dataset = preprocess(tmp_path, str(tmp_path / "dataset"))
+def test_killed_worker_recovers_from_last_checkpoint(shared_dataset: Path, tmp_path: Path) -> None:
+    dataset = str(shared_dataset)
     out = str(tmp_path / "model")
     spec = write_spec(tmp_path / "t.yaml", train_spec(dataset, out, run_dir=str(tmp_path / "runs")))
     marker = tmp_path / "fault-fired"
