@@ -16,6 +16,10 @@
 #   VAELM_RAY_OBJECT_STORE_MB  object store per node, MiB (default 256)
 #   VAELM_RAY_PORT         GCS port                       (default 6379)
 #   VAELM_RAY_DASHBOARD_PORT  dashboard / job server port (default 8265)
+#   VAELM_RAY_AGENT_PORT   dashboard agent HTTP port of the head; worker i uses this + i (default 52365).
+#                          Each node on one machine needs its own: a taken port leaves the node without
+#                          a job agent ("No available agent to submit job")
+#   VAELM_RAY_CLIENT_PORT  Ray Client server port of the head (default 10001)
 #   VAELM_RAY_START_TIMEOUT   seconds to wait for the head, then for each worker (default 120)
 #   PYTHON                 the python that has ray, to count nodes (default: python)
 #   RAY_AUTH_MODE          token (default) or disabled. With token (Ray 2.60's default for
@@ -34,6 +38,8 @@ memory=$(( ${VAELM_RAY_MEMORY_MB:-2048} * 1024 * 1024 ))
 store=$(( ${VAELM_RAY_OBJECT_STORE_MB:-256} * 1024 * 1024 ))
 port="${VAELM_RAY_PORT:-6379}"
 dash_port="${VAELM_RAY_DASHBOARD_PORT:-8265}"
+agent_port="${VAELM_RAY_AGENT_PORT:-52365}"
+client_port="${VAELM_RAY_CLIENT_PORT:-10001}"
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 pidfile="$dir/pids"
 
@@ -53,9 +59,9 @@ if [[ -s "$pidfile" ]]; then
     log "$pidfile exists: a cluster may be running; stop it with deploy/local/stop-ray-cluster.sh"
     exit 1
 fi
-for p in "$port" "$dash_port"; do
+for p in "$port" "$dash_port" "$agent_port" "$client_port"; do
     if (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
-        log "port $p is in use; set VAELM_RAY_PORT / VAELM_RAY_DASHBOARD_PORT to free ports"
+        log "port $p is in use; set VAELM_RAY_PORT / VAELM_RAY_DASHBOARD_PORT / VAELM_RAY_AGENT_PORT / VAELM_RAY_CLIENT_PORT"
         exit 1
     fi
 done
@@ -71,7 +77,8 @@ start_node() {
 
 log "head: 127.0.0.1:$port, dashboard http://127.0.0.1:$dash_port (auth: $RAY_AUTH_MODE; logs in $dir)"
 start_node head --head --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$head_cpus" \
-    --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$dash_port"
+    --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$dash_port" \
+    --dashboard-agent-listen-port="$agent_port" --ray-client-server-port="$client_port"
 
 ready=""
 deadline=$(( SECONDS + ${VAELM_RAY_START_TIMEOUT:-120} ))
@@ -79,6 +86,19 @@ while (( SECONDS < deadline )); do
     if timeout 10 ray status --address="127.0.0.1:$port" > /dev/null 2>&1; then ready=1; break; fi
     sleep 1
 done
+# The job server (dashboard) answers some seconds after the GCS: `ray job submit` needs it.
+while [[ -n "$ready" ]] && (( SECONDS < deadline )); do
+    # any HTTP answer will do (401 without the auth token): it means the server is up
+    if "${PYTHON:-python}" - "$dash_port" 2> /dev/null << 'PY'; then ready=2; break; fi
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/version", timeout=5)
+except urllib.error.HTTPError:
+    pass
+PY
+    sleep 1
+done
+[[ "$ready" == 2 ]] || ready=""
 if [[ -z "$ready" ]]; then
     log "head did not come up in time; see $dir/head.log. Stopping."
     "$(dirname "${BASH_SOURCE[0]}")/stop-ray-cluster.sh" >&2 || true
@@ -101,7 +121,8 @@ for i in $(seq 1 "$workers"); do
     joined=""
     for attempt in 1 2; do
         start_node "worker$i" --address="127.0.0.1:$port" --node-ip-address=127.0.0.1 \
-            --num-cpus="$worker_cpus" --resources="{\"worker$i\": 1}"
+            --num-cpus="$worker_cpus" --resources="{\"worker$i\": 1}" \
+            --dashboard-agent-listen-port=$(( agent_port + i ))
         pid="$(tail -n 1 "$pidfile" | cut -d' ' -f1)"
         deadline=$(( SECONDS + ${VAELM_RAY_START_TIMEOUT:-120} ))
         while (( SECONDS < deadline )) && kill -0 "$pid" 2> /dev/null; do
