@@ -113,7 +113,7 @@ def _run(spec: SpecModel, *, overwrite: bool) -> int:
 
 def _resolve(target: str) -> Callable[..., Any]:
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
 def print_summary(job: str, summary: dict[str, Any], *, seconds: float) -> None:

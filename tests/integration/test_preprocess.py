@@ -43,7 +43,7 @@ def upload(folder: Path, uri: str) -> None:
 
 
 def test_preprocess_s3_contract_and_reconciliation(ray_cluster: str, s3_bucket: str, tmp_path: Path) -> None:
-    ids, texts = corpus_with_duplicates(tmp_path / "in")
+    ids, _ = corpus_with_duplicates(tmp_path / "in")
     upload(tmp_path / "in", f"{s3_bucket}/corpus")
     out = f"{s3_bucket}/dataset"
     spec = write_spec(tmp_path / "s.yaml", spec_for(f"{s3_bucket}/corpus", out))

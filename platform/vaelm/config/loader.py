@@ -40,7 +40,7 @@ def spec_class(job: str) -> type[SpecModel]:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise SpecError(f"job '{job}' is not available in this version of vaelm ({exc})") from None
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

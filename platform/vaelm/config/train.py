@@ -21,12 +21,12 @@ class ModelSpec(ModelConfig):
 
     @field_validator("embed_dim", "hidden_dim", "num_layers", "latent_dim", "max_tokens")
     @classmethod
-    def _positive(cls, value: int | None, info: ValidationInfo) -> int | None:
-        return None if value is None else ModelConfig._positive(value, info)  # type: ignore[operator]
+    def _positive(cls, value: int | None, info: ValidationInfo) -> int | None:  # type: ignore[override]
+        return None if value is None else ModelConfig._positive(value, info)
 
     @field_validator("vocab_size")
     @classmethod
-    def _vocab(cls, value: int | None) -> int | None:
+    def _vocab(cls, value: int | None) -> int | None:  # type: ignore[override]
         if value is not None and value < 5:
             raise ValueError(
                 "must be at least 5 (4 special tokens and one real one); leave it empty to use the tokenizer's"

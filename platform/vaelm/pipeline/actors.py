@@ -65,5 +65,5 @@ def run_units(
             progress.advance(items=int(stats.get("rows_in", stats.get("documents", 0)) or 0))
     finally:
         for actor in actors:
-            ray.kill(actor)
+            ray.kill(actor)  # type: ignore[arg-type]
     return {u.name: done[u.name] for u in units}

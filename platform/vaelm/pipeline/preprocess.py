@@ -109,10 +109,10 @@ def _shard_pairs(root: Location, spec: PreprocessSpec, n_shards: int) -> dict[st
     size = pool_size(spec.ray, work_items=n_shards)
     actors = [remote.remote(spec.output, spec.storage.model_dump()) for _ in range(size)]
     try:
-        results = list(ActorPool(actors).map_unordered(lambda a, s: a.__call__.remote(s), range(n_shards)))
+        results = list(ActorPool(actors).map_unordered(lambda a, s: a.__call__.remote(s), list(range(n_shards))))
     finally:
         for actor in actors:
-            ray.kill(actor)
+            ray.kill(actor)  # type: ignore[arg-type]
     empty = np.zeros((0, 2), dtype=np.int64)
     return {k: np.concatenate([r.get(k, empty) for r in results] or [empty]) for k in ("exact", "band", "id")}
 
