@@ -1,0 +1,1 @@
+"""Benchmarks of vaelm: `python -m bench.run --all | --quick | --only NAME` (see bench/run.py)."""
