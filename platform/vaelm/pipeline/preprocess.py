@@ -11,6 +11,7 @@ Steps, each over units of the input on a pool of Ray actors, each unit committed
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,9 @@ def _dedup_shards(root: Location, spec: PreprocessSpec, plan: InputPlan) -> int:
     path = root.join(WORK, "plan.json")
     if storage.exists(path):
         return int(storage.read_json(path)["dedup_shards"])
-    n = spec.dedup.num_shards or max(2, int(cluster_cpus()))
+    # about 2M keys (id + exact + one per LSH band, per document) per key range bounds an actor's memory
+    keys = plan.rows * (12 if spec.dedup.near else 2)
+    n = spec.dedup.num_shards or max(2, int(cluster_cpus()), math.ceil(keys / 2_000_000))
     storage.write_json(path, {"dedup_shards": n, "units": len(plan.units)})
     return n
 
@@ -120,10 +123,13 @@ def _shard_pairs(root: Location, spec: PreprocessSpec, n_shards: int) -> dict[st
 def _resolve_groups(root: Location, pairs: dict[str, np.ndarray]) -> pa.Table:
     """Union-find over exact and band collisions (documents with a repeated id left out first)."""
     id_removed = {int(a): int(b) for a, b in pairs["id"]}
+    edges = np.unique(np.concatenate([pairs["exact"], pairs["band"]]), axis=0)  # a copy repeats its pair per band
+    if id_removed:
+        gone = np.fromiter(id_removed, dtype=np.int64)
+        edges = edges[~(np.isin(edges[:, 0], gone) | np.isin(edges[:, 1], gone))]
     uf = UnionFind()
-    for a, b in np.concatenate([pairs["exact"], pairs["band"]]):
-        if int(a) not in id_removed and int(b) not in id_removed:
-            uf.union(int(a), int(b))
+    for a, b in edges.tolist():
+        uf.union(a, b)
     dup = {node: uf.find(node) for node in list(uf.parent) if uf.find(node) != node}
     info = _doc_info(root, {*dup, *dup.values(), *id_removed.values()})
     rows = [(o, "exact" if info[o][1] == info[s][1] else "near", info[s][0]) for o, s in sorted(dup.items())]
@@ -177,7 +183,8 @@ def _tokenizer(
                 f"no documents are left after filtering and dedup ({_reasons(clean)}); loosen "
                 "filters in the spec or check input.text_column"
             )
-        texts = _sample(root, plan.units, removed, fraction=min(1.0, spec.tokenizer.sample_docs / kept))
+        fraction = min(1.0, spec.tokenizer.sample_docs / kept)
+        texts = _sample(root, plan.units, _removed_by_unit(removed), fraction=fraction)
         say(f"3/4 tokenizer: training byte-level BPE (vocab {spec.tokenizer.vocab_size}) on {len(texts)} documents")
         tok = train_tokenizer(texts, vocab_size=spec.tokenizer.vocab_size, min_frequency=spec.tokenizer.min_frequency)
     text = tokenizer_to_json(tok)
@@ -186,17 +193,17 @@ def _tokenizer(
     return text
 
 
-def _sample(root: Location, units: list[Unit], removed: pa.Table, *, fraction: float) -> list[str]:
+def _sample(root: Location, units: list[Unit], removed: dict[int, pa.Table], *, fraction: float) -> list[str]:
     """Surviving documents whose exact key falls in the lowest `fraction` of the key space."""
     limit = pa.scalar(min(int(fraction * 2**64), 2**64 - 1), pa.uint64())
-    drop = pa.array(removed.column("order").to_pylist(), pa.int64())
     texts: list[str] = []
     for unit in units:
         table = storage.read_table(steps.clean_path(root, unit.name), columns=["order", "text", "exact_key"])
-        mask = pc.and_(
-            pc.less_equal(table.column("exact_key"), limit), pc.invert(pc.is_in(table.column("order"), value_set=drop))
-        )
-        texts.extend(table.filter(mask).column("text").to_pylist())
+        table = table.filter(pc.less_equal(table.column("exact_key"), limit))
+        if unit.index in removed:
+            drop = removed[unit.index].column("order")
+            table = table.filter(pc.invert(pc.is_in(table.column("order"), value_set=drop)))
+        texts.extend(table.column("text").to_pylist())
     return texts
 
 

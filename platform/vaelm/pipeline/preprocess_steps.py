@@ -267,8 +267,9 @@ class TokenizeStep:
                 long_documents=cfg.long_documents,
                 min_tokens=cfg.min_tokens,
             )
+            cols = {c: batch.column(c).to_pylist() for c in ("id", "text", "row", *extra)}
             for i, enc in enumerate(encoded):
-                rec = {c: batch.column(c)[i].as_py() for c in ("id", "text", "row", *extra)}
+                rec = {c: values[i] for c, values in cols.items()}
                 if enc.reason:
                     rejects.add(
                         doc_id=rec["id"], source=unit.source, row=rec["row"], reason=enc.reason, text=rec["text"]
