@@ -30,8 +30,8 @@ def cluster_env(tmp_path: Path) -> dict[str, str]:
             "VAELM_RAY_MEMORY_MB": "3072",
             "VAELM_RAY_PORT": str(free_port()),
             "VAELM_RAY_DASHBOARD_PORT": str(free_port()),
-        "VAELM_RAY_AGENT_PORT": str(free_port()),
-        "VAELM_RAY_CLIENT_PORT": str(free_port()),
+            "VAELM_RAY_AGENT_PORT": str(free_port()),
+            "VAELM_RAY_CLIENT_PORT": str(free_port()),
             "RAY_USAGE_STATS_ENABLED": "0",
         }
     )
