@@ -142,10 +142,14 @@ def unwrap_error(exc: BaseException) -> BaseException:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "cause", None)  # RayTaskError subclasses its cause's type: look inside first
+        if isinstance(inner, BaseException):
+            current = inner
+            continue
         if isinstance(current, VaelmError):
             return current
-        seen.add(id(current))
-        current = getattr(current, "cause", None) or current.__cause__
+        current = current.__cause__
     return exc
 
 

@@ -104,6 +104,10 @@ _HINTS = (
     (("NoSuchBucket", "bucket does not exist"), "the bucket does not exist; create it or fix the URI"),
     (("No space left",), "the disk is full; free space or write elsewhere"),
     (("Permission denied",), "permission denied on the local path; choose a writable output"),
+    (
+        ("Read-only file system", "Not a directory"),
+        "the local path is on a read-only file system or lies under a regular file; choose a writable output",
+    ),
 )
 
 

@@ -96,6 +96,7 @@ def start_s3_server(workdir: Path, *, timeout_s: float = 60.0, s3_port: int | No
         "-master.volumeSizeLimitMB=64",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        "-volume.max=0",  # volumes sized to the disk: every test bucket is a collection with its own volumes
     ]
     log = (workdir / "weed.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
-from ray.util import ActorPool
 
 from vaelm.config.common import RayConfig
 from vaelm.pipeline.cluster import pool_size
@@ -56,14 +56,39 @@ def run_units(
         for _ in range(pool_size(ray_cfg, work_items=len(todo)))
     ]
     progress = Progress(label, len(todo))
+    pending: dict[ray.ObjectRef, Any] = {}
     try:
-        pool = ActorPool(actors)
-        results = pool.map_unordered(lambda a, u: a.run.remote(u, *extra_args(u)), todo)
-        for name, stats in results:
+        for name, stats in _schedule(actors, todo, extra_args, pending):
             ledger.commit(name, stats)
             done[name] = stats
             progress.advance(items=int(stats.get("rows_in", stats.get("documents", 0)) or 0))
     finally:
         for actor in actors:
             ray.kill(actor)  # type: ignore[arg-type]
+        _drain(pending)
     return {u.name: done[u.name] for u in units}
+
+
+def _schedule(
+    actors: list[Any],
+    todo: list[Unit],
+    extra_args: Callable[[Unit], tuple[Any, ...]],
+    pending: dict[ray.ObjectRef, Any],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Keep every actor busy with one unit; yield (unit name, stats) as units finish, in any order."""
+    queue, idle = list(todo), list(actors)
+    while queue or pending:
+        while idle and queue:
+            actor, unit = idle.pop(), queue.pop(0)
+            pending[actor.run.remote(unit, *extra_args(unit))] = actor
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        idle.append(pending.pop(ref))
+        yield ray.get(ref)
+
+
+def _drain(pending: dict[ray.ObjectRef, Any]) -> None:
+    """Collect the results still in flight after a failure (their actors are dead by now), so that Ray does
+    not print them later as unhandled errors with stack frames."""
+    for ref in pending:
+        with contextlib.suppress(Exception):
+            ray.get(ref, timeout=10)
