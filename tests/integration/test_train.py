@@ -29,17 +29,28 @@ LOOP = {
 }
 
 
-def preprocess(tmp: Path, out: str) -> str:
+@pytest.fixture(scope="module")
+def shared_dataset(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small preprocessed dataset for the module (tests that change it work on a copy)."""
+    tmp = tmp_path_factory.mktemp("train-data")
     write_corpus(tmp / "corpus", make_docs(360, seed=7), files=2)
     spec = {
         "job": "preprocess",
         "input": {"paths": [str(tmp / "corpus")]},
-        "output": out,
+        "output": str(tmp / "dataset"),
         "tokenizer": {"vocab_size": 300, "min_frequency": 1},
         "tokenize": {"max_tokens": 40, "val_fraction": 0.15},
     }
     assert main(["preprocess", str(write_spec(tmp / "pre.yaml", spec))]) == 0
-    return out
+    return tmp / "dataset"
+
+
+def copy_dataset(src: Path, dest: str) -> str:
+    """Copy a local dataset to a local folder or an s3:// prefix."""
+    root = storage.open_location(dest)
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        storage.write_bytes(root.join(str(path.relative_to(src))), path.read_bytes())
+    return dest
 
 
 def train_spec(dataset: str, output: str, **extra: Any) -> dict[str, Any]:
@@ -61,9 +72,9 @@ def history(output: str) -> list[dict[str, Any]]:
 
 
 def test_two_worker_training_on_s3_writes_artifact_and_loss_falls(
-    ray_cluster: str, s3_bucket: str, tmp_path: Path
+    shared_dataset: Path, s3_bucket: str, tmp_path: Path
 ) -> None:
-    dataset = preprocess(tmp_path, f"{s3_bucket}/dataset")
+    dataset = copy_dataset(shared_dataset, f"{s3_bucket}/dataset")
     out = f"{s3_bucket}/model"
     spec = write_spec(tmp_path / "t.yaml", train_spec(dataset, out, run_dir=f"{s3_bucket}/runs"))
     assert main(["train", str(spec)]) == 0
@@ -102,9 +113,9 @@ def test_killed_worker_recovers_from_last_checkpoint(shared_dataset: Path, tmp_p
 
 
 def test_rerun_resumes_from_checkpoints_instead_of_restarting(
-    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    shared_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dataset = preprocess(tmp_path, str(tmp_path / "dataset"))
+    dataset = str(shared_dataset)
     out, runs = tmp_path / "model", tmp_path / "runs"
     spec = write_spec(tmp_path / "t.yaml", train_spec(dataset, str(out), run_dir=str(runs)))
     assert main(["train", str(spec)]) == 0
@@ -133,9 +144,9 @@ def test_bad_training_input_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_tokenizer_mismatch_and_incompatible_checkpoint_are_refused(
-    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    shared_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dataset = preprocess(tmp_path, str(tmp_path / "dataset"))
+    dataset = copy_dataset(shared_dataset, str(tmp_path / "dataset"))
     loop = {**LOOP, "epochs": 1}
     spec = write_spec(
         tmp_path / "t.yaml",
