@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/vaelm demo-corpus data/demo/corpus
-	$(BIN)/vaelm run jobs/preprocess.yaml
+	$(BIN)/vaelm run jobs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

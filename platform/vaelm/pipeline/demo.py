@@ -66,32 +66,41 @@ def _stage(
     summary = fn()
     seconds = round(time.monotonic() - started, 1)
     say(f"demo [{k}/{total}] {stage}: {summary.get('status', 'done')} in {seconds:.0f}s")
+    earlier = record["earlier"].get(stage, {})
+    if summary.get("status") == "already complete" and "seconds" in earlier:
+        seconds = earlier["seconds"]  # keep the time of the run that did the work
     record["stages"][stage] = {"output": out, "seconds": seconds, "summary": summary}
     _save_record(spec, record)
 
 
 def _start_record(spec: DemoSpec) -> dict[str, Any]:
+    from vaelm.report import DEMO_FILE
     from vaelm.report_outputs import versions
 
+    loc = storage.open_location(spec.path(DEMO_FILE), spec.storage)
+    earlier = storage.read_json(loc).get("stages", {}) if storage.exists(loc) else {}
     return {
         "spec_hash": identity_hash(spec),
         "spec": public_dict(spec),
         "started_at": now(),
         "versions": versions(),
         "stages": {},
+        "earlier": earlier,
     }
 
 
 def _save_record(spec: DemoSpec, record: dict[str, Any]) -> None:
     from vaelm.report import DEMO_FILE
 
-    storage.write_json(storage.open_location(spec.path(DEMO_FILE), spec.storage), record)
+    saved = {k: v for k, v in record.items() if k != "earlier"}
+    storage.write_json(storage.open_location(spec.path(DEMO_FILE), spec.storage), saved)
 
 
 def _finish(spec: DemoSpec, record: dict[str, Any]) -> dict[str, Any]:
     from vaelm.report import RunFiles, write_report
     from vaelm.report_sections import headline
 
+    record.pop("earlier", None)
     record["finished_at"] = now()
     record["seconds"] = round(sum(s["seconds"] for s in record["stages"].values()), 1)
     _save_record(spec, record)
