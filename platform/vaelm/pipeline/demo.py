@@ -10,6 +10,7 @@ from the same function as the report's headline (vaelm.report_sections.headline)
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,11 +67,23 @@ def _stage(
     summary = fn()
     seconds = round(time.monotonic() - started, 1)
     say(f"demo [{k}/{total}] {stage}: {summary.get('status', 'done')} in {seconds:.0f}s")
+    _print_stage_summary(summary)
     earlier = record["earlier"].get(stage, {})
     if summary.get("status") == "already complete" and "seconds" in earlier:
         seconds = earlier["seconds"]  # keep the time of the run that did the work
     record["stages"][stage] = {"output": out, "seconds": seconds, "summary": summary}
     _save_record(spec, record)
+
+
+def _print_stage_summary(summary: dict[str, Any]) -> None:
+    """The stage's own numbers (duplicates removed, validation metrics, greedy decodings of several z...)."""
+    for key, value in summary.items():
+        if key == "status":
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            print(f"    {key}:", *(f"      - {v}" for v in value), sep="\n", flush=True)
+        else:
+            print(f"    {key:<22} {json.dumps(value, ensure_ascii=False, default=str)}", flush=True)
 
 
 def _start_record(spec: DemoSpec) -> dict[str, Any]:
