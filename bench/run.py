@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "preprocess": ("bench.preprocess_bench:run", True),
     "batch": ("bench.batch_bench:run", True),
     "sentiment": ("bench.sentiment_bench:run", False),
+    "train": ("bench.train_bench:run", False),
 }
 
 

@@ -265,8 +265,9 @@ def final_metrics(model: TextVAE, data: Dataset, spec: TrainSpec) -> dict[str, A
             break
     seqs = seqs[: spec.train.final_eval_docs]
     batches = [pad_batch(seqs[i : i + 64]) for i in range(0, len(seqs), 64)]
+    # iw_chunk 8 samples x 64 documents decoded at once bounds memory (logits are rows x T x vocab floats)
     metrics: dict[str, Any] = dict(
-        evaluate(model, batches, iw_samples=spec.train.final_iw_samples, seed=spec.train.seed)
+        evaluate(model, batches, iw_samples=spec.train.final_iw_samples, iw_chunk=8, seed=spec.train.seed)
     )
     tok = tokenizer_from_json(data.tokenizer_json)
     if model.z_dim > 0:

@@ -154,8 +154,11 @@ class _Clock:
     def take(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         out = {"tokens_per_s": self.tokens / elapsed, "train_loss": float(np.mean(self.losses)) if self.losses else 0.0}
-        self.started, self.tokens, self.losses = time.monotonic(), 0, []
+        self.restart()
         return out
+
+    def restart(self) -> None:
+        self.started, self.tokens, self.losses = time.monotonic(), 0, []
 
 
 def _validate_and_report(
@@ -171,6 +174,7 @@ def _validate_and_report(
     timing = clock.take()
     if rank != 0:
         ray.train.report({})
+        clock.restart()
         return
     with _autocast(next(model.parameters()).device):
         metrics = evaluate(model, val, seed=spec.train.seed)
@@ -187,6 +191,7 @@ def _validate_and_report(
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp), model, optimizer, state, model_cfg)
         ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    clock.restart()  # validation and checkpoint time stay out of the next throughput window
 
 
 def save_checkpoint(
