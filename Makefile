@@ -28,7 +28,7 @@ demo: $(STAMP) $(DEMO_CORPUS)
 	$(BIN)/vaelm run jobs/demo.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider -rs
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
