@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.integration.test_preprocess import corpus_with_duplicates, spec_for
-from tests.integration.test_ray_job_submit import cluster_env, exports
 from tests.support.datasets import dataset_ids, write_spec
+from tests.support.raycluster import cluster_env, local_cluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(480)]
 
@@ -55,26 +54,14 @@ def test_worker_node_killed_during_preprocess_then_ids_reconcile(tmp_path: Path)
     spec = spec_for(str(tmp_path / "in"), str(out), ray={"max_actors": 2})  # 3 CPUs: a free one for a restart
     spec["input"]["rows_per_unit"] = 10
     path = write_spec(tmp_path / "s.yaml", spec)
-    env = cluster_env(tmp_path)
-    env.update(
-        {
-            "VAELM_RAY_WORKERS": "2",
-            "VAELM_RAY_HEAD_CPUS": "1",
-            "VAELM_RAY_MEMORY_MB": "1536",
-            "VAELM_RAY_OBJECT_STORE_MB": "128",
-        }
+    env = cluster_env(
+        tmp_path,
+        VAELM_RAY_WORKERS="2",
+        VAELM_RAY_HEAD_CPUS="1",
+        VAELM_RAY_MEMORY_MB="1536",
+        VAELM_RAY_OBJECT_STORE_MB="128",
     )
-    start = subprocess.run(
-        ["bash", "deploy/local/start-ray-cluster.sh"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    try:
-        assert start.returncode == 0, start.stderr[-3000:]
-        env.update(exports(start.stdout))
+    with local_cluster(env, timeout=300):
         job_env = {**env, "RAY_ADDRESS": env["VAELM_RAY_GCS_ADDRESS"]}
         cmd = [sys.executable, "-m", "vaelm.cli", "preprocess", str(path)]
         job = subprocess.Popen(cmd, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -102,7 +89,3 @@ def test_worker_node_killed_during_preprocess_then_ids_reconcile(tmp_path: Path)
             assert "completed" in stdout
         train, val, rejects = dataset_ids(str(out))
         assert sorted(train + val + rejects) == sorted(ids), "each input id exactly once"
-    finally:
-        subprocess.run(
-            ["bash", "deploy/local/stop-ray-cluster.sh"], cwd=REPO_ROOT, env=env, timeout=120, capture_output=True
-        )
