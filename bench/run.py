@@ -33,6 +33,7 @@ from bench.common import RESULTS, machine, now_iso, write_json
 BENCHMARKS: dict[str, tuple[str, bool]] = {
     "preprocess": ("bench.preprocess_bench:run", True),
     "batch": ("bench.batch_bench:run", True),
+    "batch_scale": ("bench.batch_scale_bench:run", True),
     "sentiment": ("bench.sentiment_bench:run", False),
     "train": ("bench.train_bench:run", False),
 }

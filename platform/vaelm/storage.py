@@ -4,17 +4,27 @@
 reads and writes through it, so local disk and S3 behave the same. The S3 endpoint is always passed
 explicitly (pyarrow ignores AWS_ENDPOINT_URL). Credentials never appear in messages: errors are
 scrubbed of the secret values before they are raised.
+
+S3 calls that fail for a transient reason (connection refused or reset, timeouts, 5xx, SlowDown) are
+tried again with exponential backoff in seconds and jitter, for at most `storage.retry_max_s`, so a
+server restart is ridden out; auth, permission and not-found errors fail at once. Every verb here is
+idempotent as a whole (an S3 object is written by one PUT of the whole content, or a multipart upload
+that only becomes visible when complete), so a verb is retried as a unit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import posixpath
+import random
+import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -32,15 +42,17 @@ class Location:
     path: str
     uri: str
     secrets: tuple[str, ...] = ()
+    retry_max_s: float = 0.0
+    """Seconds within which transient S3 errors are tried again (0: no retries here, local files)."""
 
     def join(self, *parts: str) -> Location:
         sep = "" if self.uri.endswith("/") else "/"
         rel = "/".join(p.strip("/") for p in parts)
-        return Location(self.fs, posixpath.join(self.path, rel), f"{self.uri}{sep}{rel}", self.secrets)
+        return dataclasses.replace(self, path=posixpath.join(self.path, rel), uri=f"{self.uri}{sep}{rel}")
 
     def at(self, entry: FileEntry) -> Location:
         """The Location of a file found by `list_files` under this one (same file system)."""
-        return Location(self.fs, entry.path, entry.uri, self.secrets)
+        return dataclasses.replace(self, path=entry.path, uri=entry.uri)
 
     @property
     def is_s3(self) -> bool:
@@ -61,11 +73,15 @@ def open_location(uri: str, storage: StorageConfig | None = None) -> Location:
     rest = uri.removeprefix("s3://").strip("/")
     if not rest:
         raise StorageError(f"'{uri}' names no bucket; write s3://BUCKET/PREFIX")
-    return Location(s3_filesystem(cfg), rest, uri.rstrip("/"), tuple(cfg.secret_values()))
+    return Location(s3_filesystem(cfg), rest, uri.rstrip("/"), tuple(cfg.secret_values()), cfg.retry_max_s)
 
 
 def s3_filesystem(cfg: StorageConfig) -> pafs.S3FileSystem:
-    """A pyarrow S3FileSystem for a resolved StorageConfig, with bounded timeouts and retries."""
+    """A pyarrow S3FileSystem for a resolved StorageConfig, with bounded timeouts and retries.
+
+    pyarrow's own retry strategy (`storage.retries` attempts, backoff in milliseconds) bridges blips;
+    files opened for reading from Python also ride out outages of up to `storage.retry_max_s`.
+    """
     kwargs: dict[str, Any] = {
         "region": cfg.region or "us-east-1",
         "connect_timeout": cfg.connect_timeout_s,
@@ -78,7 +94,153 @@ def s3_filesystem(cfg: StorageConfig) -> pafs.S3FileSystem:
         kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
     if cfg.access_key and cfg.secret_key:
         kwargs.update(access_key=cfg.access_key.get_secret_value(), secret_key=cfg.secret_key.get_secret_value())
-    return pafs.S3FileSystem(**kwargs)
+    return RetryingS3FileSystem(retry_max_s=cfg.retry_max_s, **kwargs)
+
+
+# -- retries ---------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+_TRANSIENT = re.compile(
+    r"curlCode: (7|18|28|35|52|55|56)\b|NETWORK_CONNECTION|connection (refused|reset)|Could(n't| not) connect"
+    r"|timed? ?out|HTTP status 5\d\d|SLOW_?DOWN|SERVICE_?UNAVAILABLE|INTERNAL_?(ERROR|FAILURE)|THROTTL"
+    r"|REQUEST_?TIMEOUT|Broken pipe",
+    re.IGNORECASE,
+)
+_PERMANENT = re.compile(
+    r"ACCESS_?DENIED|INVALID_?ACCESS_?KEY|SIGNATURE_?DOES_?NOT_?MATCH|Forbidden|HTTP status 40[0-4]"
+    r"|NO_?SUCH_?(BUCKET|KEY)|Permission denied|No space left|Read-only file system|Not a directory",
+    re.IGNORECASE,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may go away by itself (server restarting, network, overload): worth another try.
+    Auth, permission, not-found and local disk errors never are."""
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if not isinstance(exc, OSError | pa.ArrowException):
+        return False
+    message = str(exc)
+    return not _PERMANENT.search(message) and bool(_TRANSIENT.search(message))
+
+
+@dataclass
+class Tries:
+    """How many attempts one call took, and since when (for the message when they run out)."""
+
+    count: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 8.0) -> float:
+    """Seconds to wait after failed attempt `attempt` (0-based): exponential, capped, with jitter
+    (between half and all of base x 2^attempt), so that many workers do not retry in step."""
+    return min(cap_s, base_s * 2**attempt) * (0.5 + 0.5 * random.random())
+
+
+def retry_call(
+    fn: Callable[[], T],
+    *,
+    max_s: float,
+    tries: Tries | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """`fn()`, tried again after transient errors with backoff until `max_s` seconds have passed.
+
+    The last error is raised as it is; no attempt starts after the deadline, so the whole call takes
+    at most `max_s` plus one attempt. `fn` must be safe to repeat (idempotent)."""
+    tries = tries if tries is not None else Tries()
+    deadline = clock() + max_s
+    while True:
+        tries.count += 1
+        try:
+            return fn()
+        except Exception as exc:
+            remaining = deadline - clock()
+            if remaining <= 0 or not is_transient(exc):
+                raise
+            sleep(min(backoff_s(tries.count - 1), remaining))
+
+
+def _retrying(loc: Location, verb: str, fn: Callable[[], T]) -> T:
+    """Run one verb on `loc`: S3 calls retried within loc.retry_max_s, errors made clear and scrubbed."""
+    tries = Tries()
+    with storage_errors(loc, verb, tries=tries):
+        return retry_call(fn, max_s=loc.retry_max_s if loc.is_s3 else 0.0, tries=tries)
+
+
+class RetryingS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3FileSystem, but files opened for reading from Python ride out transient errors:
+    opening and every read are retried within `retry_max_s`. Readers that pyarrow drives from C++
+    (datasets, Ray Data) get pyarrow's own retry strategy only; storage's verbs retry as a whole."""
+
+    def __init__(self, *, retry_max_s: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retry_max_s = retry_max_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = super().__reduce__()[1][0]  # pyarrow's (S3FileSystem._reconstruct, (kwargs,))
+        return _rebuild_retrying, (kwargs, self.retry_max_s)
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        if self.retry_max_s <= 0:
+            return super().open_input_file(path)
+        opened = retry_call(lambda: pafs.S3FileSystem.open_input_file(self, path), max_s=self.retry_max_s)
+        return pa.PythonFile(_RetryingReader(opened, self.retry_max_s), mode="r")
+
+    def open_input_stream(self, path: str, compression: str | None = "detect", buffer_size: int | None = None) -> Any:
+        if self.retry_max_s <= 0 or compression not in (None, "detect") or buffer_size:
+            return super().open_input_stream(path, compression=compression, buffer_size=buffer_size)
+        return self.open_input_file(path)
+
+
+def _rebuild_retrying(kwargs: dict[str, Any], retry_max_s: float) -> RetryingS3FileSystem:
+    return RetryingS3FileSystem(retry_max_s=retry_max_s, **kwargs)
+
+
+class _RetryingReader:
+    """A seekable read-only file object over an open S3 file; each read is retried (used via PythonFile)."""
+
+    def __init__(self, opened: pa.NativeFile, max_s: float) -> None:
+        self._file = opened
+        self._max_s = max_s
+        self._size = opened.size()
+        self._pos = 0
+        self.closed = False
+
+    def read(self, nbytes: int | None = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if nbytes is None or nbytes < 0 else min(nbytes, left)
+        if n <= 0:
+            return b""
+        data: bytes = retry_call(lambda: self._file.read_at(n, self._pos), max_s=self._max_s)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+        self._file.close()
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -120,8 +282,9 @@ def scrub(message: str, secrets: tuple[str, ...] | list[str]) -> str:
 
 
 @contextlib.contextmanager
-def storage_errors(loc: Location, verb: str) -> Iterator[None]:
-    """Turn OSErrors from pyarrow into StorageError naming the URI, the cause and a fix."""
+def storage_errors(loc: Location, verb: str, *, tries: Tries | None = None) -> Iterator[None]:
+    """Turn OSErrors from pyarrow into StorageError naming the URI, the cause and a fix (and how long
+    it was retried, when it was)."""
     try:
         yield
     except FileNotFoundError:
@@ -131,7 +294,11 @@ def storage_errors(loc: Location, verb: str) -> Iterator[None]:
         hint = next((h for keys, h in _HINTS if any(k.lower() in raw.lower() for k in keys)), None)
         detail = raw.splitlines()[0][:300] if raw else type(exc).__name__
         msg = f"cannot {verb} {loc.uri}: {detail}"
-        raise StorageError(f"{msg}; {hint}" if hint else msg) from None
+        msg = f"{msg}; {hint}" if hint else msg
+        if tries is not None and tries.count > 1:
+            waited = time.monotonic() - tries.started
+            msg += f" (tried {tries.count} times over {waited:.0f} s; storage.retry_max_s is {loc.retry_max_s:g})"
+        raise StorageError(msg) from None
 
 
 # -- verbs -----------------------------------------------------------------------------------------
@@ -148,23 +315,24 @@ class FileEntry:
 
 
 def exists(loc: Location) -> bool:
-    with storage_errors(loc, "check"):
-        return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    return _retrying(loc, "check", lambda: loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound)
 
 
 def list_files(loc: Location, *, suffix: str = ".parquet") -> list[FileEntry]:
     """Files under `loc` (or `loc` itself if it is a file), sorted; names starting with _ or . skipped."""
-    with storage_errors(loc, "list"):
-        info = loc.fs.get_file_info(loc.path)
-        if info.type == pafs.FileType.File:
-            infos = [info]
-        elif info.type == pafs.FileType.NotFound:
-            return []
-        else:
-            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+    infos = _retrying(loc, "list", lambda: _infos(loc))
     files = [i for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)]
     files = [i for i in files if not _hidden(posixpath.relpath(i.path, loc.path))]
     return sorted((_entry(loc, i) for i in files), key=lambda e: e.uri)
+
+
+def _infos(loc: Location) -> list[pafs.FileInfo]:
+    info = loc.fs.get_file_info(loc.path)
+    if info.type == pafs.FileType.File:
+        return [info]
+    if info.type == pafs.FileType.NotFound:
+        return []
+    return list(loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)))
 
 
 def _hidden(relpath: str) -> bool:
@@ -179,22 +347,28 @@ def _entry(root: Location, info: pafs.FileInfo) -> FileEntry:
 
 
 def read_bytes(loc: Location) -> bytes:
+    # S3: the RetryingS3FileSystem retries the open and the read itself
     with storage_errors(loc, "read"), loc.fs.open_input_stream(loc.path) as f:
         return bytes(f.read())
 
 
 def write_bytes(loc: Location, data: bytes) -> None:
-    """Write a whole object; readers never see a partial one (local: temp file + rename)."""
+    """Write a whole object; readers never see a partial one (local: temp file + rename; S3: one PUT, or
+    a multipart upload that appears only when complete, so writing again after a failure is safe)."""
+    if loc.is_s3:
+        _retrying(loc, "write", lambda: _put(loc, data))
+        return
     with storage_errors(loc, "write"):
         _ensure_parent(loc)
-        if loc.is_s3:
-            with loc.fs.open_output_stream(loc.path) as f:
-                f.write(data)
-            return
         tmp = f"{loc.path}.tmp-{uuid.uuid4().hex[:8]}"
         with loc.fs.open_output_stream(tmp) as f:
             f.write(data)
         loc.fs.move(tmp, loc.path)
+
+
+def _put(loc: Location, data: bytes) -> None:
+    with loc.fs.open_output_stream(loc.path) as f:
+        f.write(data)
 
 
 def read_json(loc: Location) -> Any:
@@ -213,23 +387,26 @@ def write_table(loc: Location, table: pa.Table) -> None:
 
 
 def read_table(loc: Location, *, columns: list[str] | None = None) -> pa.Table:
-    with storage_errors(loc, "read"):
-        return pq.read_table(loc.path, filesystem=loc.fs, columns=columns)
+    return _retrying(loc, "read", lambda: pq.read_table(loc.path, filesystem=loc.fs, columns=columns))
 
 
 def delete_tree(loc: Location) -> None:
     """Delete everything under `loc` (a directory or prefix). Missing is fine."""
-    with storage_errors(loc, "delete"):
-        info = loc.fs.get_file_info(loc.path)
-        if info.type == pafs.FileType.Directory:
-            loc.fs.delete_dir(loc.path)
-        elif info.type == pafs.FileType.File:
-            loc.fs.delete_file(loc.path)
+    _retrying(loc, "delete", lambda: _delete_tree(loc))
+
+
+def _delete_tree(loc: Location) -> None:
+    info = loc.fs.get_file_info(loc.path)
+    if info.type == pafs.FileType.Directory:
+        loc.fs.delete_dir(loc.path)
+    elif info.type == pafs.FileType.File:
+        loc.fs.delete_file(loc.path)
 
 
 def delete_file(loc: Location) -> None:
-    with contextlib.suppress(FileNotFoundError), storage_errors(loc, "delete"):
-        loc.fs.delete_file(loc.path)
+    """Delete one file. Missing is fine (also when an earlier try deleted it but its answer was lost)."""
+    with contextlib.suppress(FileNotFoundError):
+        _retrying(loc, "delete", lambda: loc.fs.delete_file(loc.path))
 
 
 def _ensure_parent(loc: Location) -> None:
@@ -243,7 +420,6 @@ def check_writable(loc: Location) -> None:
     probe = loc.join(f"_probe-{uuid.uuid4().hex[:8]}")
     if loc.is_s3:
         bucket = loc.path.split("/", 1)[0]
-        with storage_errors(loc, "create the bucket of"):
-            loc.fs.create_dir(bucket)
+        _retrying(loc, "create the bucket of", lambda: loc.fs.create_dir(bucket))
     write_bytes(probe, b"ok")
     delete_file(probe)

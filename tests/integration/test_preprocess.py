@@ -188,7 +188,7 @@ def test_unreachable_s3_endpoint_is_a_clear_error(tmp_path: Path, capsys: pytest
         None,
         capsys,
         input={"paths": ["s3://nowhere/corpus"]},
-        storage={"endpoint": "http://127.0.0.1:9", "retries": 1, "connect_timeout_s": 1},
+        storage={"endpoint": "http://127.0.0.1:9", "retries": 1, "connect_timeout_s": 1, "retry_max_s": 2},
     )
     assert code == 1 and "cannot be reached" in err and "s3://nowhere/corpus" in err
 

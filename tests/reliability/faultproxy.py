@@ -76,9 +76,16 @@ class FaultProxy:
                     self._open.discard(s)
                 s.close()
 
+    def _stop_listening(self) -> None:
+        # shutdown() first: a bare close() does not wake the thread blocked in accept(), and the kernel
+        # keeps the port listening for as long as that call holds the socket, letting one more client in
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
     def outage(self, seconds: float) -> threading.Thread:
         """Refuse connections for `seconds` and cut the open ones now (a stopped server); then serve again."""
-        self._listener.close()
+        self._stop_listening()
         with self._lock:
             victims = list(self._open)
         for s in victims:
@@ -96,7 +103,7 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed = True
-        self._listener.close()
+        self._stop_listening()
         with self._lock:
             victims = list(self._open)
         for s in victims:

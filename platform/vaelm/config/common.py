@@ -31,7 +31,13 @@ class StorageConfig(SpecModel):
     request_timeout_s: float = Field(default=60.0, gt=0)
     """Seconds to wait for one S3 request before a try fails."""
     retries: int = Field(default=4, ge=1, le=20)
-    """Attempts per S3 request (with exponential backoff) before the job fails."""
+    """Attempts per S3 request inside pyarrow (backoff in milliseconds: bridges blips, not restarts)."""
+    retry_max_s: float = Field(default=60.0, ge=0)
+    """Seconds during which an S3 operation that failed for a transient reason (connection refused or
+    reset, timeout, 5xx, SlowDown) is tried again, with exponential backoff (0.5 s doubling to 8 s,
+    jittered): a server restart shorter than this is ridden out. After it, the job fails with the last
+    error; the worst case is this plus one try (retries x request_timeout_s). Auth, permission and
+    not-found errors are never retried. 0 turns this off."""
 
     @field_validator("endpoint")
     @classmethod

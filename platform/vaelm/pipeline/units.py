@@ -80,6 +80,13 @@ def _source(root: str, entry: FileEntry) -> str:
     return rel or posixpath.basename(entry.uri)
 
 
+def _raise_if_transient(loc: storage.Location, exc: Exception) -> None:
+    """A network error that outlasted the storage retries is a storage problem, not a corrupt file."""
+    if storage.is_transient(exc):
+        with storage.storage_errors(loc, "read"):
+            raise exc
+
+
 def _footer(
     entry: FileEntry, storage_cfg: StorageConfig, cfg: InputConfig, skipped: list[dict[str, str]]
 ) -> pq.FileMetaData | None:
@@ -88,7 +95,8 @@ def _footer(
         f = loc.fs.open_input_file(loc.path)
     try:
         meta = pq.ParquetFile(f).metadata
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... for a corrupt footer
+    except Exception as exc:
+        _raise_if_transient(loc, exc)  # pyarrow raises ArrowInvalid, OSError... for a corrupt footer
         if cfg.on_corrupt_file == "skip":
             skipped.append({"file": entry.uri, "reason": f"corrupt_parquet: {str(exc)[:200]}"})
             return None
@@ -160,6 +168,7 @@ def read_unit(unit: Unit, cfg: InputConfig, storage_cfg: StorageConfig) -> pa.Ta
     try:
         table = pq.ParquetFile(f).read_row_groups(list(unit.row_groups), columns=columns)
     except Exception as exc:
+        _raise_if_transient(loc, exc)
         raise InputError(
             f"{unit.file_uri}: row groups {list(unit.row_groups)} cannot be read ({str(exc)[:200]}); "
             "the file is corrupt: repair or remove it"
