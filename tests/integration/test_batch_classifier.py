@@ -15,6 +15,7 @@ from vaelm import storage
 from vaelm.cli import main
 from vaelm.model.artifact import load_artifact
 from vaelm.pipeline.batch_io import read_artifact_files
+from vaelm.pipeline.preprocess_steps import REJECT_SCHEMA
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -79,3 +80,42 @@ def test_label_fraction_keeps_a_seeded_share_of_the_training_labels(ray_cluster:
     metrics = storage.read_json(storage.open_location(str(tmp_path / "clf" / "metrics.json")))["classifier"]
     assert metrics["train_labels"] == round(0.1 * metrics["train_pool"])
     assert metrics["freeze_encoder"] is True
+
+
+def test_bad_rows_go_to_rejects_with_their_reason_and_counts_reconcile(ray_cluster: str, tmp_path: Path) -> None:
+    vae = write_artifact(str(tmp_path / "vae"), max_tokens=48)
+    docs = make_docs(40, seed=24)
+    texts: list[bytes | None] = [d.encode() for d in docs]
+    labels: list[str | None] = ["en" if i % 3 == 0 else "zh" for i in range(40)]
+    texts += [None, b" ", b"\xe8\xbf\x99\xff\xfe", docs[0].encode(), docs[1].encode(), docs[2].encode()]
+    labels += ["en", "zh", "zh", None, "", "fr"]
+    ids = [f"r{i:03d}" for i in range(len(texts))]
+    (tmp_path / "train").mkdir()
+    table = pa.table({"id": ids, "text": pa.array(texts, pa.binary()), "label": labels})
+    pq.write_table(table, tmp_path / "train" / "a.parquet", row_group_size=20)
+    out = tmp_path / "clf"
+    spec = {
+        "job": "train-classifier",
+        "model": vae,
+        "input": {"paths": [str(tmp_path / "train")], "label_column": "label", "rows_per_unit": 20},
+        "output": str(out),
+        "classifier": {"epochs": 2, "labels": ["en", "zh"]},
+    }
+    assert main(["run", str(write_spec(tmp_path / "t.yaml", spec))]) == 0
+
+    rejects = read_folder(str(out), "rejects")
+    assert rejects.schema == REJECT_SCHEMA, "the same rejects/ schema as the other bulk jobs"
+    assert len(list((out / "rejects").glob("*.parquet"))) == 3, "one file per unit"
+    reasons = dict(zip(rejects.column("id").to_pylist(), rejects.column("reason").to_pylist(), strict=True))
+    assert reasons == {
+        "r040": "null_text",
+        "r041": "empty",
+        "r042": "invalid_utf8:byte_3",
+        "r043": "null_label",
+        "r044": "null_label",
+        "r045": "unknown_label",
+    }
+    assert set(rejects.column("stage").to_pylist()) == {"train-classifier"}
+    metrics = storage.read_json(storage.open_location(str(out / "metrics.json")))["classifier"]
+    assert metrics["rows_in"] == 46 == metrics["labelled_documents"] + metrics["rejected_total"]
+    assert metrics["rejected"] == {"null_text": 1, "empty": 1, "invalid_utf8": 1, "null_label": 2, "unknown_label": 1}

@@ -137,3 +137,20 @@ def test_decode_beam_search_escapes_the_greedy_trap() -> None:
     assert greedy(model, n=1) == [[10] + [11] * 6]
     assert beam_search(model, n=1, beam_width=1) == [[10] + [11] * 6]  # width 1 keeps greedy's choice
     assert beam_search(model, n=1, beam_width=2) == [[]]  # log 0.4 beats log 0.6 + 6 log 0.05
+
+
+def test_decode_top_p_keeps_the_nucleus_without_sorting() -> None:
+    from vaelm.model.decode import _filter_top_p
+
+    logits = torch.randn((64, 500), generator=torch.Generator().manual_seed(0)) * 3  # (B, V)
+    probs = logits.softmax(dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    exact = torch.zeros_like(probs, dtype=torch.bool).scatter(1, order, (sorted_p.cumsum(-1) - sorted_p) < 0.9)
+    kept = _filter_top_p(logits, 0.9) > float("-inf")
+    assert int((exact & ~kept).sum()) <= 1, "the exact nucleus is kept (but for float rounding)"
+    floor = torch.where(exact, probs, 1.0).amin(dim=-1, keepdim=True)  # (B, 1): smallest exactly kept
+    extra = kept & ~exact
+    assert bool((probs[extra.nonzero(as_tuple=True)] >= (floor / 1.003).expand_as(probs)[extra]).all())
+    assert (probs * kept).sum(-1).min() >= 0.9 - 1e-5
+    only_top = _filter_top_p(logits, 1e-6) > float("-inf")
+    assert only_top.sum(-1).tolist() == [1] * 64 and bool(only_top.gather(1, probs.argmax(-1, keepdim=True)).all())

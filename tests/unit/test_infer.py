@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.support.artifacts import tiny_tokenizer_json, tiny_vae
@@ -9,7 +10,7 @@ from tests.unit.vae_testlib import DISTINCT_DOCS, batch, one_thread, tiny_model
 from vaelm.model import classify_train as ct
 from vaelm.model import infer
 from vaelm.model.classifier import LatentClassifier
-from vaelm.model.generation import DecodeParams, decode_latents, prior_latents
+from vaelm.model.generation import DecodeParams, decode_latents, inverse_cdf, prior_latents
 from vaelm.text.tokenizer import tokenizer_from_json
 
 
@@ -97,3 +98,22 @@ def test_accuracy_and_macro_f1() -> None:
         100, fraction=0.1, max_labels=None, seed=0
     )
     assert len(ct.subsample(1000, fraction=0.5, max_labels=7, seed=0)) == 7
+
+
+@pytest.mark.parametrize("V", [8000, 97])  # 8000: two levels (blocks of 500); 97 (prime): one cumulative sum
+def test_inverse_cdf_picks_the_token_whose_cdf_step_holds_the_draw(V: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.rand((64, V), generator=gen) ** 8  # (b, V), many near zero
+    weights[weights < 0.2] = 0.0  # and many exactly zero (filtered or banned tokens)
+    weights[:, -5:] = 0.0
+    u = torch.rand(64, generator=gen)
+    u[:4] = torch.tensor([0.0, 0.5, 0.999999, 1.0 - 2**-24])
+    tok = inverse_cdf(weights.clone(), u)  # (b,)
+    assert bool((weights.gather(1, tok.unsqueeze(1)) > 0).all()), "a zero-weight token is never drawn"
+    cdf = weights.double().cumsum(dim=1)
+    expected = torch.searchsorted(cdf, u.double().unsqueeze(1) * cdf[:, -1:], right=True).squeeze(1)
+    assert (tok == expected).float().mean() >= 0.95, "the same token as a float64 inverse CDF, but for rounding"
+    n = 20000
+    pattern = torch.tensor([1.0, 0.0, 3.0, 0.0] * (V // 4) + [0.0] * (V % 4)).expand(n, V).contiguous()
+    picked = inverse_cdf(pattern, torch.rand(n, generator=gen))
+    assert set((picked % 4).tolist()) == {0, 2} and abs(float((picked % 4 == 0).float().mean()) - 0.25) < 0.01

@@ -90,7 +90,8 @@ class ScoreConfig(SpecModel):
     iw_samples: int = Field(default=0, ge=0, le=1000)
     """K importance samples for `iw_nll` (a tighter bound than the ELBO; K forward passes per document); 0 = off."""
     seed: int = 0
-    """Seed of the z samples; each document's noise comes from (seed, id), so scores do not depend on batching."""
+    """Seed of the z samples; each document's noise comes from (seed, id), so scores do not depend on batching
+    (beyond float rounding)."""
 
 
 class ScoreSpec(InputBatchSpec):
@@ -107,14 +108,20 @@ class GenerateConfig(SpecModel):
 
     mode: Literal["prior", "reconstruct", "interpolate"] = "prior"
     """prior: num_samples documents from z ~ N(0, I) (no input). reconstruct: encode each input document
-    and decode it again (a paraphrase when latent: sample). interpolate: consecutive pairs of input
-    documents (rows 1-2, 3-4, ... of each unit), `steps` points from one to the other."""
+    and decode it again (a paraphrase when latent: sample). interpolate: `steps` points from one document
+    to another: from each row's text to the same row's `target_column` when that is set, else between
+    consecutive rows (rows 1-2, 3-4, ... of each unit; an odd last row is rejected as unpaired)."""
     num_samples: int = Field(default=100, ge=1)
     """prior: how many documents to sample."""
     samples_per_unit: int = Field(default=1000, ge=1)
     """prior: samples per unit of work (the unit of commit and resume)."""
     latent: Literal["mean", "sample"] = "mean"
     """reconstruct/interpolate: decode from mu(x), or from z ~ q(z|x) (a paraphrase)."""
+    target_column: str | None = Field(default=None, min_length=1)
+    """interpolate: an input column holding each row's target text; every row is interpolated from its
+    text (input.text_column) to its target, giving rows id = <input id>#<step>, input_id, step, t (plus
+    the passthrough columns). Rows whose target is null, empty or not valid UTF-8 are rejected (reason
+    target_null_text, target_empty, target_invalid_utf8). Empty = consecutive pairs (id_a, id_b)."""
     steps: int = Field(default=5, ge=2)
     """interpolate: points from the first document to the second, both ends included."""
     interpolation: Literal["linear", "slerp"] = "linear"
@@ -133,9 +140,15 @@ class GenerateConfig(SpecModel):
     """beam: score = log-probability / length**length_penalty."""
     max_len: int | None = Field(default=None, ge=1)
     """Most generated tokens per document; empty = the model's max_tokens - 1."""
+    batch_size: int = Field(default=256, ge=1)
+    """Latent codes decoded together (per actor). Decoding runs token by token, so large batches pay off
+    far more than in the other jobs: 128-256 on CPU, more on a GPU. (run.batch_size sets the encoder's
+    batch in reconstruct/interpolate.)"""
     seed: int = 0
-    """Seed: each output row's randomness comes from (seed, its sample index or input id), so a fixed seed
-    gives the same output whatever the batch size or number of actors."""
+    """Seed: each output row's randomness (its z, its sampled tokens) comes from (seed, its sample index or
+    input id), not from a shared stream, so the same spec gives the same output however its units are
+    spread over actors. A different batch_size can change a few tokens (float sums depend on the batch
+    shape; a near tie between two tokens can flip), so keep batch_size fixed when output must be identical."""
 
 
 class GenerateSpec(BatchSpec):
@@ -155,6 +168,17 @@ class GenerateSpec(BatchSpec):
             raise ValueError("generate.mode: prior samples from N(0, I) and reads no input; remove `input:`")
         if mode != "prior" and self.input is None:
             raise ValueError(f"generate.mode: {mode} needs `input:` with the documents to encode")
+        target = self.generate.target_column
+        if target is not None and mode != "interpolate":
+            raise ValueError(
+                f"generate.target_column={target!r} is only read by mode: interpolate (mode is {mode}); "
+                "remove it or set generate.mode: interpolate"
+            )
+        if target is not None and self.input is not None and target == self.input.text_column:
+            raise ValueError(
+                f"generate.target_column={target!r} is input.text_column too, so every row would go from its text "
+                "to itself; name the column holding each row's target text"
+            )
         return self
 
 
@@ -184,12 +208,14 @@ class ClassifierTrainConfig(SpecModel):
     max_labels: int | None = Field(default=None, ge=2)
     """Keep at most this many training labels (after label_fraction); empty = no cap."""
     labels: list[str] | None = None
-    """Label names in class-index order; empty = the sorted distinct values of the label column."""
+    """Label names in class-index order; rows with any other label go to rejects/ (reason unknown_label).
+    Empty = the sorted distinct values of the label column."""
 
 
 class TrainClassifierSpec(BatchSpec):
     """Train a classifier on the VAE's encoder from labelled Parquet; write a new artifact holding the
-    VAE's files plus classifier.safetensors and labels.json."""
+    VAE's files plus classifier.safetensors and labels.json, and rejects/ with every unusable row and its
+    reason (null_text, empty, invalid_utf8, null_label, unknown_label)."""
 
     job: Literal["train-classifier"] = "train-classifier"
     """Which job this spec runs."""

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from vaelm.model.vae import BOS, EOS, PAD, LSTMState, TextVAE
 
-Chooser = Callable[[Tensor], Tensor]  # log-probabilities (B, V) -> next tokens (B,)
+Chooser = Callable[[Tensor, Tensor, int], Tensor]
+"""(logits (b, V) of the rows still decoding, their row indices (b,) in the batch, step t) -> next tokens (b,)."""
 
 
 @contextmanager
@@ -50,49 +51,58 @@ def _max_len(model: TextVAE, max_len: int | None) -> int:
     return model.cfg.max_tokens - 1 if max_len is None else max_len
 
 
-def _next_logp(model: TextVAE, tok: Tensor, z: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
-    """One decoder step: tokens (B,) -> log-probabilities (B, V) with <pad>/<bos> banned."""
+def _next_logits(model: TextVAE, tok: Tensor, z: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+    """One decoder step: tokens (B,) -> logits (B, V) with <pad>/<bos> banned (-inf)."""
     logits, state = model.decode(tok.unsqueeze(1), z, state)  # (B, 1, V)
     logits = logits[:, -1].float()  # (B, V)
     logits[:, PAD] = -math.inf
     logits[:, BOS] = -math.inf
+    return logits, state
+
+
+def _next_logp(model: TextVAE, tok: Tensor, z: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+    """One decoder step: tokens (B,) -> log-probabilities (B, V) with <pad>/<bos> banned."""
+    logits, state = _next_logits(model, tok, z, state)
     return torch.log_softmax(logits, dim=-1), state
 
 
 def _to_lists(ids: Tensor) -> list[list[int]]:
     """(B, T) generated ids -> lists cut at the first <eos> or <pad>."""
-    rows = []
-    for row in ids.tolist():
-        out = []
-        for t in row:
-            if t in (EOS, PAD):
-                break
-            out.append(t)
-        rows.append(out)
-    return rows
+    if ids.size(1) == 0:
+        return [[] for _ in range(ids.size(0))]
+    stop = (ids == EOS) | (ids == PAD)  # (B, T)
+    ends = torch.where(stop.any(dim=1), stop.int().argmax(dim=1), ids.size(1))  # (B,)
+    return [row[:n] for row, n in zip(ids.tolist(), ends.tolist(), strict=True)]
 
 
 @torch.no_grad()
 def _generate(model: TextVAE, z: Tensor, max_len: int, choose: Chooser) -> list[list[int]]:
-    B = z.size(0)
-    tok = torch.full((B,), BOS, dtype=torch.long, device=z.device)  # (B,)
-    done = torch.zeros(B, dtype=torch.bool, device=z.device)  # (B,)
+    """Decode every row of z (B, Z) until <eos> or max_len tokens.
+
+    A row that has ended leaves the batch (its z, LSTM state and index are dropped), so the cost of a step
+    is that of the rows still decoding; one host sync per step decides whether any row ended.
+    """
+    B, device = z.size(0), z.device
+    out = torch.full((B, max(max_len, 0)), PAD, dtype=torch.long, device=device)  # (B, T)
+    rows = torch.arange(B, device=device)  # (b,): batch index of each row still decoding
+    tok = torch.full((B,), BOS, dtype=torch.long, device=device)  # (b,)
     state: LSTMState | None = None
-    steps: list[Tensor] = []
-    for _ in range(max_len):
-        logp, state = _next_logp(model, tok, z, state)  # (B, V)
-        tok = choose(logp).masked_fill(done, PAD)  # (B,)
-        steps.append(tok)
-        done |= tok == EOS
-        if bool(done.all()):
-            break
-    if not steps:
-        return [[] for _ in range(B)]
-    return _to_lists(torch.stack(steps, dim=1))  # (B, T)
+    for t in range(max_len):
+        logits, state = _next_logits(model, tok, z, state)  # (b, V)
+        tok = choose(logits, rows, t)  # (b,)
+        out[rows, t] = tok
+        ended = tok == EOS  # (b,)
+        if bool(ended.any()):
+            live = ~ended
+            if not bool(live.any()):
+                break
+            rows, tok, z = rows[live], tok[live], z[live]  # (b',), (b',), (b', Z)
+            state = (state[0][:, live], state[1][:, live])  # each (L, b', H)
+    return _to_lists(out)  # (B, T) -> lists
 
 
-def _argmax(logp: Tensor) -> Tensor:
-    return logp.topk(1, dim=-1).indices.squeeze(-1)  # (B,)
+def _argmax(logits: Tensor, rows: Tensor, t: int) -> Tensor:
+    return logits.topk(1, dim=-1).indices.squeeze(-1)  # (b,)
 
 
 def greedy(
@@ -110,14 +120,28 @@ def _filter_top_k(logits: Tensor, top_k: int) -> Tensor:
     return logits.masked_fill(logits < kth, -math.inf)
 
 
+_P_SCALE = 256  # nucleus buckets per halving of probability: 2^(1/256), a 0.27% step
+_P_BUCKETS = 24 * _P_SCALE  # down to p = 2^-24; smaller probabilities share the last bucket
+
+
 def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
+    """Keep the most likely tokens until their mass reaches top_p (nucleus); the others get -inf.
+
+    No sort of the vocabulary (at batch 256 a sort costs ten times the decoder step): probabilities are
+    bucketed on a log scale in steps of 0.27%, and whole buckets are kept from the top until their mass
+    reaches top_p. Exact but for tokens within 0.27% of the cut-off probability, which are kept with it;
+    when the most likely token alone reaches top_p, it alone is kept (so a tiny top_p is greedy).
+    """
     if top_p >= 1.0:
         return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # (B, V): mass of strictly more likely tokens
-    drop_sorted = mass_before >= top_p  # the most likely token is always kept
-    drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+    probs = logits.softmax(dim=-1)  # (B, V)
+    bucket = torch.log2(probs).mul_(-_P_SCALE).clamp_(0, _P_BUCKETS - 1).long()  # (B, V): 0 = most likely
+    mass = torch.zeros((probs.size(0), _P_BUCKETS), dtype=probs.dtype, device=probs.device)
+    cum = mass.scatter_add_(1, bucket, probs).cumsum_(dim=1)  # (B, K): mass of buckets 0..k
+    target = torch.full((probs.size(0), 1), top_p, dtype=probs.dtype, device=probs.device)
+    cut = torch.searchsorted(cum, target, right=False)  # (B, 1): first bucket reaching top_p
+    top = probs.amax(dim=-1, keepdim=True)  # (B, 1)
+    drop = torch.where(top >= target, probs < top, bucket > cut)  # (B, V)
     return logits.masked_fill(drop, -math.inf)
 
 
@@ -138,10 +162,10 @@ def sample(
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p={top_p}: must be in (0, 1]; 1 switches nucleus sampling off")
 
-    def choose(logp: Tensor) -> Tensor:
-        logits = _filter_top_p(_filter_top_k(logp / temperature, top_k), top_p)
-        probs = logits.softmax(dim=-1)  # (B, V)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    def choose(logits: Tensor, rows: Tensor, t: int) -> Tensor:
+        logits = _filter_top_p(_filter_top_k(logits / temperature, top_k), top_p)
+        probs = logits.softmax(dim=-1)  # (b, V)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (b,)
 
     with eval_mode(model):
         return _generate(model, _latents(model, z, n), _max_len(model, max_len), choose)

@@ -1,8 +1,10 @@
 """Latent codes and batched decoding for `vaelm generate`, seeded per row.
 
 Pure torch. Prior samples, posterior samples and sampled tokens all draw from each row's own seed
-(`vaelm.model.infer.row_seed`), so a row's text does not depend on its batch: sampling picks token
-t of row b by inverse CDF at a uniform draw u[b, t] from row b's generator.
+(`vaelm.model.infer.row_seed`), never from a shared stream: sampling picks token t of row b by inverse
+CDF at a uniform draw u[b, t] from row b's generator. So the same rows in the same batches always give
+the same text; in a batch of another size, float sums can differ in the last bits and a near tie
+between two tokens may flip, so batch-size independence is close but not exact.
 """
 
 from __future__ import annotations
@@ -69,18 +71,52 @@ def decode_latents(model: TextVAE, z: Tensor, *, params: DecodeParams, seeds: Se
 
 
 def _sample_rows(model: TextVAE, z: Tensor, params: DecodeParams, seeds: Sequence[int]) -> list[list[int]]:
-    max_len = model.cfg.max_tokens - 1 if params.max_len is None else params.max_len
-    u = row_uniform([row_seed(s, "tokens") for s in seeds], max(max_len, 1), device=z.device)  # (B, T)
-    step = [0]
-
-    def choose(logp: Tensor) -> Tensor:
-        logits = _filter_top_p(_filter_top_k(logp / params.temperature, params.top_k), params.top_p)
-        cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
-        draw = u[:, step[0] : step[0] + 1] * cdf[:, -1:]  # (B, 1)
-        step[0] += 1
-        return torch.searchsorted(cdf, draw, right=True).squeeze(1).clamp(max=cdf.size(1) - 1)  # (B,)
-
     if not (params.temperature > 0 and 0 < params.top_p <= 1):
         raise ValueError(f"temperature={params.temperature}, top_p={params.top_p}: temperature > 0, top_p in (0, 1]")
+    max_len = model.cfg.max_tokens - 1 if params.max_len is None else params.max_len
+    u = row_uniform([row_seed(s, "tokens") for s in seeds], max(max_len, 1), device=z.device)  # (B, T)
+
+    def choose(logits: Tensor, rows: Tensor, t: int) -> Tensor:
+        if params.temperature != 1.0:
+            logits.div_(params.temperature)  # in place: this step's logits are ours
+        logits = _filter_top_p(_filter_top_k(logits, params.top_k), params.top_p)
+        return inverse_cdf(logits.softmax(dim=-1), u[rows, t])  # (b,)
+
     with eval_mode(model):
         return _generate(model, z, max_len, choose)
+
+
+def _block_width(V: int) -> int:
+    """The largest divisor of V in [32, 512] (0 if none): the width of inverse_cdf's blocks."""
+    return next((w for w in range(512, 31, -1) if V % w == 0), 0)
+
+
+def inverse_cdf(weights: Tensor, u: Tensor) -> Tensor:
+    """Per row, the token k with cdf[k-1] <= u * total < cdf[k], for weights (b, V) >= 0 and u (b,) in [0, 1).
+
+    Two levels, so no cumulative sum runs over the whole vocabulary (the costliest pass of a sampling
+    step at large batches): the block holding the draw, then the token inside that block. The token
+    returned always has a positive weight.
+    """
+    b, V = weights.shape
+    width = _block_width(V)
+    if width == 0:
+        cdf = weights.cumsum(dim=-1)  # (b, V)
+        draw = u.unsqueeze(1) * cdf[:, -1:]  # (b, 1)
+        return torch.minimum(_search(cdf, draw), _last_positive(cdf)).squeeze(1)  # (b,)
+    blocks = weights.view(b, V // width, width)  # (b, nb, W)
+    bcdf = blocks.sum(dim=-1).cumsum_(dim=-1)  # (b, nb)
+    draw = u.unsqueeze(1) * bcdf[:, -1:]  # (b, 1)
+    blk = torch.minimum(_search(bcdf, draw), _last_positive(bcdf))  # (b, 1)
+    before = torch.where(blk > 0, bcdf.gather(1, (blk - 1).clamp_(min=0)), torch.zeros_like(draw))  # (b, 1)
+    inner = blocks[torch.arange(b, device=weights.device), blk.squeeze(1)].cumsum_(dim=-1)  # (b, W)
+    tok = torch.minimum(_search(inner, draw - before), _last_positive(inner))  # (b, 1)
+    return (blk * width + tok).squeeze(1)  # (b,)
+
+
+def _search(cdf: Tensor, draw: Tensor) -> Tensor:
+    return torch.searchsorted(cdf, draw, right=True)  # (b, 1): first index with cdf > draw
+
+
+def _last_positive(cdf: Tensor) -> Tensor:
+    return torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)  # (b, 1): first index reaching the total

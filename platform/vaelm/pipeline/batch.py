@@ -99,13 +99,15 @@ def check_model(spec: BatchJobSpec, art: Artifact) -> None:
 
 
 def plan_units(spec: BatchJobSpec) -> Plan:
-    from vaelm.pipeline.batch_generate import prior_units
+    from vaelm.pipeline.batch_generate import check_target_column, prior_units
 
     if isinstance(spec, GenerateSpec) and spec.input is None:
         g = spec.generate
         return Plan(prior_units(g.num_samples, g.samples_per_unit), g.num_samples, f"prior:{g.num_samples}")
     assert spec.input is not None
     p = plan_input(spec.input, spec.storage)
+    if isinstance(spec, GenerateSpec):
+        check_target_column(spec, sorted({u.file_uri for u in p.units}))
     return Plan(p.units, p.rows, p.fingerprint, p.files, p.skipped)
 
 
@@ -157,7 +159,7 @@ def finish(
             f"counts do not reconcile, the output is NOT marked complete: planned {plan.rows} rows, {counts}; "
             "this is a bug, please report it with the output's _work/ folder"
         )
-    manifest = _manifest(spec, plan, counts, art)
+    manifest = _manifest(spec, plan, counts, art, stats)
     storage.write_json(root.join("manifest.json"), manifest)
     storage.delete_tree(root.join(WORK))
     mark_success(root)
@@ -179,7 +181,22 @@ def _counts(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _manifest(spec: BatchJobSpec, plan: Plan, counts: dict[str, Any], art: Artifact) -> dict[str, Any]:
+def _timing(stats: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Seconds inside the units' steps (after actor start and model load): their sum, and the span from
+    the first unit's start to the last one's end (across runs when the job was resumed)."""
+    timed = [s for s in stats.values() if "started" in s]
+    if not timed:
+        return {}
+    return {
+        "unit_seconds": round(sum(s["finished"] - s["started"] for s in timed), 3),
+        "span_seconds": round(max(s["finished"] for s in timed) - min(s["started"] for s in timed), 3),
+        "torch_threads": max(s.get("torch_threads", 0) for s in timed),
+    }
+
+
+def _manifest(
+    spec: BatchJobSpec, plan: Plan, counts: dict[str, Any], art: Artifact, stats: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     names = [u.name for u in plan.units]
     return {
         "format": MANIFEST_FORMAT,
@@ -201,6 +218,7 @@ def _manifest(spec: BatchJobSpec, plan: Plan, counts: dict[str, Any], art: Artif
             "skipped_files": plan.skipped,
         },
         "counts": counts,
+        "timing": _timing(stats),
         "files": {"data": [f"data/{n}.parquet" for n in names], "rejects": [f"rejects/{n}.parquet" for n in names]},
     }
 
@@ -215,4 +233,5 @@ def summarize(manifest: dict[str, Any], root: Location) -> dict[str, Any]:
         "rejected": c["rejected"],
         "rejected_by_reason": c["rejected_by_reason"],
         "truncated": c["truncated"],
+        "timing": manifest.get("timing", {}),
     }

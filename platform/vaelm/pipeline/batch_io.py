@@ -70,6 +70,28 @@ def check_rows(table: pa.Table, unit: Unit, run: RunConfig, rejects: Rejects) ->
     return keep, texts
 
 
+def check_targets(
+    table: pa.Table, column: str, keep: list[int], unit: Unit, run: RunConfig, rejects: Rejects
+) -> tuple[list[int], list[str]]:
+    """Of the rows `keep`, those whose `column` holds usable text, and that text normalised; the others go
+    to `rejects` with reason target_<why> (target_null_text, target_empty, target_invalid_utf8:...)."""
+    raws = table.column(column).cast(pa.large_binary()).to_pylist()
+    ids = table.column("id").to_pylist()
+    ok: list[int] = []
+    texts: list[str] = []
+    for i in keep:
+        text, reason = _check(raws[i], ids[i], run)
+        if reason is None and text is not None:
+            ok.append(i)
+            texts.append(text)
+        else:
+            lossy = raws[i][:4096].decode("utf-8", errors="replace") if raws[i] is not None else None
+            rejects.add(
+                doc_id=ids[i], source=unit.source, row=unit.first_row + i, reason=f"target_{reason}", text=lossy
+            )
+    return ok, texts
+
+
 def _check(raw: bytes | None, doc_id: str | None, run: RunConfig) -> tuple[str | None, str | None]:
     if doc_id is None or doc_id == "":
         return None, "null_id"

@@ -7,6 +7,8 @@ rejects/<unit>.parquet at deterministic names. The driver commits the unit after
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import numpy as np
@@ -40,7 +42,9 @@ class ModelStep:
 
     def __init__(self, spec_data: dict[str, Any], files: dict[str, bytes]) -> None:
         self.spec: Any = SPECS[spec_data["job"]].model_validate(spec_data)
-        torch.set_num_threads(max(1, round(self.spec.ray.actor_cpus)))
+        threads = max(1, round(self.spec.ray.actor_cpus))
+        torch.set_num_threads(threads)  # the actor's CPUs, whatever OMP_NUM_THREADS says
+        os.environ["RAYON_NUM_THREADS"] = str(threads)  # the tokenizer's pool too (read at its first use)
         self.art = load_model(files, uri=self.spec.model)
         self.device = pick_device(self.spec.ray.num_gpus_per_actor)
         self.model = self.art.model.to(self.device).eval()
@@ -67,6 +71,7 @@ class InputStep(ModelStep):
     """A step over input documents: one output row per usable input row."""
 
     def __call__(self, unit: Unit) -> dict[str, Any]:
+        started = time.time()
         table = read_unit(unit, self.spec.input, self.spec.storage)
         rejects = Rejects(self.spec.job, self.spec.run.excerpt_chars)
         keep, texts = check_rows(table, unit, self.spec.run, rejects)
@@ -79,7 +84,8 @@ class InputStep(ModelStep):
         passthrough = passthrough_of(table, keep, self.spec.input.passthrough_columns)
         out = output_table(columns, passthrough=passthrough, provenance=self.provenance)
         self.write(unit, out, rejects)
-        return _stats(table.num_rows, len(keep), out.num_rows, rejects, sum(docs.truncated))
+        stats = _stats(table.num_rows, len(keep), out.num_rows, rejects, sum(docs.truncated))
+        return {**stats, "started": started, "finished": time.time(), "torch_threads": torch.get_num_threads()}
 
     def compute(self, docs: infer.Docs, ids: list[str]) -> dict[str, pa.Array]:
         raise NotImplementedError

@@ -1,7 +1,9 @@
 """`vaelm train-classifier`: labelled Parquet + a VAE artifact -> a new artifact with a classifier.
 
 One process, plain PyTorch (labelled sets are small; the VAE is what needed the cluster). Rows with no
-usable text or no label are counted, not used; the rest are split train/validation by a hash of the id,
+usable text, no label or a label outside classifier.labels go to rejects/<unit>.parquet with their
+reason (as in the other bulk jobs; rows in = documents used + rejects); the rest are split
+train/validation by a hash of the id,
 the training labels optionally thinned (label_fraction / max_labels, the label-scarce protocol), the
 head (or head + encoder) trained, and validation accuracy and macro-F1 reported. The output is a copy
 of the VAE artifact plus classifier.safetensors and labels.json, then _SUCCESS.
@@ -59,28 +61,36 @@ def run_train_classifier(spec: TrainClassifierSpec, *, overwrite: bool = False) 
         return {**summarize(storage.read_json(root.join("metrics.json"))["classifier"]), "status": "already complete"}
     data = Labelled()
     for unit in plan.units:
-        _read(unit, spec, data)
+        rejects = _read(unit, spec, data)
+        storage.write_table(root.join("rejects", f"{unit.name}.parquet"), rejects.table())
+    if data.rows_in != len(data.ids) + sum(data.rejected.values()):
+        raise RuntimeError(f"counts do not reconcile: {data.rows_in} rows read, {len(data.ids)} used, {data.rejected}")
     metrics, clf, names = train(spec, art, data)
     _export(root, spec, art, clf, names, metrics)
     return {**summarize(metrics), "output": root.uri, "status": "completed"}
 
 
-def _read(unit: Any, spec: TrainClassifierSpec, data: Labelled) -> None:
+def _read(unit: Any, spec: TrainClassifierSpec, data: Labelled) -> Rejects:
+    """Add the unit's usable (id, text, label) rows to `data`; returns its rejected rows with their reasons."""
     table = read_unit(unit, spec.input, spec.storage)
-    rejects = Rejects("train-classifier", 0)
+    rejects = Rejects("train-classifier", spec.run.excerpt_chars)
     keep, texts = check_rows(table, unit, spec.run, rejects)
     labels = table.column("label").to_pylist()
     ids = table.column("id").to_pylist()
+    known = set(spec.classifier.labels) if spec.classifier.labels else None
     data.rows_in += table.num_rows
-    for reason, n in rejects.counts().items():
-        data.rejected[reason] = data.rejected.get(reason, 0) + n
     for i, text in zip(keep, texts, strict=True):
-        if labels[i] is None or str(labels[i]) == "":
-            data.rejected["null_label"] = data.rejected.get("null_label", 0) + 1
+        label = None if labels[i] is None else str(labels[i])
+        reason = "null_label" if not label else "unknown_label" if known is not None and label not in known else None
+        if reason is not None:
+            rejects.add(doc_id=ids[i], source=unit.source, row=unit.first_row + i, reason=reason, text=text)
             continue
         data.ids.append(ids[i])
         data.texts.append(text)
-        data.labels.append(str(labels[i]))
+        data.labels.append(label)  # type: ignore[arg-type]
+    for reason, n in rejects.counts().items():
+        data.rejected[reason] = data.rejected.get(reason, 0) + n
+    return rejects
 
 
 def label_names(spec: TrainClassifierSpec, found: list[str]) -> list[str]:
@@ -128,6 +138,7 @@ def train(
         "rows_in": data.rows_in,
         "rejected": data.rejected,
         "labelled_documents": len(data.ids),
+        "rejected_total": sum(data.rejected.values()),
         "train_labels": len(chosen),
         "train_pool": len(pool),
         "val_documents": len(val),
