@@ -163,3 +163,34 @@ def test_tokenizer_mismatch_and_incompatible_checkpoint_are_refused(
     tok.write_text(tok.read_text().replace('"<unk>"', '"<UNK>"', 1))
     assert main(["train", str(spec), "--set", f"output={tmp_path / 'm3'}"]) == 2
     assert "does not match the dataset's manifest" in capsys.readouterr().err
+
+
+def test_documents_are_shuffled_and_validation_samples_every_shard(shared_dataset: Path) -> None:
+    """Preprocess writes shards grouped by source, so shard order would train on one source after another
+    and validate on the first one only."""
+    from vaelm.config.train import LoopConfig, TrainSpec
+    from vaelm.pipeline.train import _read, open_dataset, val_sample
+
+    spec = TrainSpec.model_validate(train_spec(str(shared_dataset), "unused"))
+    data = open_dataset(str(shared_dataset), spec)
+
+    def order(shuffle: str) -> list[tuple[int, ...]]:
+        ds = _read(data, "train", LoopConfig(shuffle=shuffle))  # type: ignore[arg-type]
+        return [tuple(row["input_ids"]) for row in ds.iter_rows()]
+
+    in_shards = order("none")
+    position = {doc: i for i, doc in reversed(list(enumerate(in_shards)))}
+    for shuffle in ("global", "blocks"):
+        mixed = order(shuffle)
+        assert sorted(mixed) == sorted(in_shards), f"{shuffle}: a shuffle must keep every document exactly once"
+        early = [position[doc] for doc in mixed[: len(mixed) // 4]]
+        assert max(early) > len(in_shards) // 2, f"{shuffle}: the first quarter must reach the later shards"
+
+    per_shard = [
+        storage.read_table(s, columns=["input_ids"]).column("input_ids").to_pylist() for s in data.shards("val")
+    ]
+    assert len(per_shard) >= 2, "the fixture should give val/ several shards"
+    n = sum(len(rows) for rows in per_shard) // 2
+    sample = val_sample(data, n, seed=0)
+    assert len(sample) == n and sample == val_sample(data, n, seed=0)
+    assert all(any(row in sample for row in rows) for rows in per_shard), "a prefix would miss the later shards"

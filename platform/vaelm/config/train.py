@@ -51,6 +51,13 @@ class LoopConfig(SpecModel):
     """Documents per batch per worker."""
     bucket_batches: int = Field(default=20, ge=1)
     """Batches' worth of documents sorted by length together, so a batch holds similar lengths (less padding)."""
+    shuffle: Literal["global", "blocks", "none"] = "global"
+    """Order of the documents. global: a full shuffle of train/ and val/ before training (Ray Data
+    random_shuffle with the seed; right while a split fits the object store). blocks: shuffle the order of
+    blocks and mix documents in a local buffer of bucket_batches x 4 batches (cheap at any size, less
+    thorough). none: the order of the shards, which preprocess writes grouped by source file, so training
+    sees one source after another and validation takes the first source only. Ray Data streams blocks as
+    they are ready, so the order can differ between runs even with the same seed."""
     optimizer: Literal["adam", "adamw", "rmsprop"] = "adam"
     """Optimiser."""
     lr: float = Field(default=1e-3, gt=0, le=1.0)
@@ -64,7 +71,8 @@ class LoopConfig(SpecModel):
     eval_every: int = Field(default=200, ge=1)
     """Validate and checkpoint every this many steps (and at each epoch's end)."""
     val_docs: int = Field(default=2000, ge=1)
-    """Validation documents used at each validation (a fixed prefix of val/)."""
+    """Validation documents used at each validation: the first of val/ in the order `shuffle` gives (with
+    global, a random sample drawn once per run, the same at every validation of that run)."""
     keep_checkpoints: int = Field(default=2, ge=1)
     """Checkpoints kept: the best by validation ELBO (the latest is kept for resume as well)."""
     max_failures: int = Field(default=2, ge=0)
@@ -72,7 +80,8 @@ class LoopConfig(SpecModel):
     final_iw_samples: int = Field(default=50, ge=0)
     """Importance samples K for the final IW-NLL of the exported model (0 = skip)."""
     final_eval_docs: int = Field(default=500, ge=1)
-    """Validation documents for the final evaluation (IW-NLL is costly: K forward passes per document)."""
+    """Validation documents for the final evaluation, a fixed seeded sample of val/ (IW-NLL is costly: K
+    forward passes per document)."""
 
 
 class TrainSpec(SpecModel):

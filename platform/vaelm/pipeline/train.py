@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ray.train.torch import TorchTrainer
 from vaelm import __version__, storage
 from vaelm.config.loader import identity_hash
 from vaelm.config.model import ModelConfig
-from vaelm.config.train import TrainSpec
+from vaelm.config.train import LoopConfig, TrainSpec
 from vaelm.errors import InputError, SpecError
 from vaelm.model.artifact import artifact_files, check_compatible
 from vaelm.model.batching import pad_batch
@@ -167,7 +168,7 @@ def _fit(spec: TrainSpec, data: Dataset, model_cfg: ModelConfig, run_name: str) 
                 num_to_keep=loop.keep_checkpoints, checkpoint_score_attribute="val_elbo", checkpoint_score_order="min"
             ),
         ),
-        datasets={"train": _read(data, "train"), "val": _read(data, "val")},
+        datasets={"train": _read(data, "train", loop), "val": _read(data, "val", loop)},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     return trainer.fit()
@@ -190,10 +191,16 @@ def worker_cpus(num_workers: int, wanted: float, *, data_reserve: float = 1.0) -
     return round(fair, 2)
 
 
-def _read(data: Dataset, split: str) -> ray.data.Dataset:
+def _read(data: Dataset, split: str, loop: LoopConfig) -> ray.data.Dataset:
+    """A split as a Ray dataset, in the order `loop.shuffle` asks for (seeded: a rerun sees the same order)."""
     shards = data.shards(split)
     fs = shards[0].fs if shards else None
-    return ray.data.read_parquet([s.path for s in shards], filesystem=fs, columns=["input_ids", "n_tokens"])
+    ds = ray.data.read_parquet([s.path for s in shards], filesystem=fs, columns=["input_ids", "n_tokens"])
+    if loop.shuffle == "global":
+        return ds.random_shuffle(seed=loop.seed)
+    if loop.shuffle == "blocks":
+        return ds.randomize_block_order(seed=loop.seed)
+    return ds
 
 
 def _fault() -> dict[str, Any]:
@@ -253,17 +260,31 @@ def _history(checkpoint: Any) -> list[dict[str, Any]]:
         return list(json.loads((Path(folder) / "state.json").read_text())["history"])
 
 
+def val_sample(data: Dataset, n_docs: int, *, seed: int) -> list[Any]:
+    """A fixed seeded sample of n_docs documents of val/ (all of them if fewer), in val/'s order. Reservoir
+    sampling over the shards: one pass, n_docs documents in memory. Shards are grouped by source, so a
+    prefix would be one source only."""
+    rng = random.Random(seed)
+    kept: list[tuple[int, Any]] = []
+    seen = 0
+    for shard in data.shards("val"):
+        for seq in storage.read_table(shard, columns=["input_ids"]).column("input_ids").to_pylist():
+            if len(kept) < n_docs:
+                kept.append((seen, seq))
+            else:
+                slot = rng.randrange(seen + 1)
+                if slot < n_docs:
+                    kept[slot] = (seen, seq)
+            seen += 1
+    return [seq for _, seq in sorted(kept, key=lambda pair: pair[0])]
+
+
 def final_metrics(model: TextVAE, data: Dataset, spec: TrainSpec) -> dict[str, Any]:
-    """Validation metrics of the exported model on a fixed prefix of val/, with IW-NLL, and greedy
+    """Validation metrics of the exported model on a fixed sample of val/, with IW-NLL, and greedy
     decodings of several z from the prior (the visible check that z is used)."""
     from vaelm.text.tokenizer import decode, tokenizer_from_json
 
-    seqs: list[Any] = []
-    for shard in data.shards("val"):
-        seqs.extend(storage.read_table(shard, columns=["input_ids"]).column("input_ids").to_pylist())
-        if len(seqs) >= spec.train.final_eval_docs:
-            break
-    seqs = seqs[: spec.train.final_eval_docs]
+    seqs = val_sample(data, spec.train.final_eval_docs, seed=spec.train.seed)
     batches = [pad_batch(seqs[i : i + 64]) for i in range(0, len(seqs), 64)]
     # iw_chunk 8 samples x 64 documents decoded at once bounds memory (logits are rows x T x vocab floats)
     metrics: dict[str, Any] = dict(

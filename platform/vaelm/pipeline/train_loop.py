@@ -91,7 +91,11 @@ def _batches(shard: Any, loop: Any, state: LoopState, device: torch.device) -> A
     chunks = (
         b["input_ids"]
         for b in shard.iter_batches(
-            batch_size=loop.batch_size * loop.bucket_batches, batch_format="numpy", prefetch_batches=2
+            batch_size=loop.batch_size * loop.bucket_batches,
+            batch_format="numpy",
+            prefetch_batches=2,
+            local_shuffle_buffer_size=loop.batch_size * loop.bucket_batches * 4 if loop.shuffle == "blocks" else None,
+            local_shuffle_seed=loop.seed + state.epoch if loop.shuffle == "blocks" else None,
         )
     )
     pin = device.type == "cuda"
