@@ -18,6 +18,7 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.delay_s = 0.0
         self.blackhole = False
+        self._coming_back: threading.Thread | None = None
         self.connections = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -99,7 +100,14 @@ class FaultProxy:
 
         thread = threading.Thread(target=come_back, daemon=True)
         thread.start()
+        self._coming_back = thread
         return thread
+
+    def wait_serving(self, timeout: float) -> None:
+        """Block until the last outage is over and the proxy listens again (at most `timeout` seconds)."""
+        if self._coming_back is not None:
+            self._coming_back.join(timeout)
+            assert not self._coming_back.is_alive(), f"the proxy did not come back within {timeout:.0f} s"
 
     def close(self) -> None:
         self._closed = True

@@ -116,6 +116,20 @@ def finish_or_rerun(job: subprocess.Popen[str], cmd: list[str], env: dict[str, s
     return rerun.stdout + rerun.stderr
 
 
+def run_through_a_node_kill(
+    env: dict[str, str], cmd: list[str], ready: Callable[[], bool], *, kill_timeout: float, finish_timeout: float
+) -> Placement:
+    """Start the job, kill the worker node hosting one of its StepActors once `ready()`, check the node is
+    gone, and let the job complete (or rerun it). Returns the victim's placement."""
+    job = subprocess.Popen(cmd, env=job_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = kill_worker_node_hosting(env, STEP_ACTOR, job, ready, timeout=kill_timeout)
+    assert_node_gone(env, victim)
+    log = finish_or_rerun(job, cmd, job_env(env), timeout=finish_timeout)
+    assert "completed" in log
+    print(f"the killed node's actor was restarted {restarts_of(env, victim.actor_id)} time(s)")
+    return victim
+
+
 def restarts_of(env: dict[str, str], actor_id: str) -> int:
     """How often Ray restarted this actor (the state API keeps dead actors for a while)."""
     for actor in ray_list("actors", env, detail=True):
@@ -135,14 +149,8 @@ def test_worker_node_killed_during_preprocess_then_ids_reconcile(tmp_path: Path)
     spec["input"]["rows_per_unit"] = 10
     cmd = vaelm("preprocess", str(write_spec(tmp_path / "s.yaml", spec)))
     with three_nodes(tmp_path) as env:
-        job = subprocess.Popen(cmd, env=job_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        victim = kill_worker_node_hosting(
-            env, STEP_ACTOR, job, lambda: any((out / "_work" / "clean").glob("*.json")), timeout=240
-        )
-        assert_node_gone(env, victim)
-        log = finish_or_rerun(job, cmd, job_env(env), timeout=300)
-        assert "completed" in log
-        print(f"the killed node's actor was restarted {restarts_of(env, victim.actor_id)} time(s)")
+        markers = out / "_work" / "clean"  # per-unit commit markers: the job is under way
+        run_through_a_node_kill(env, cmd, lambda: any(markers.glob("*.json")), kill_timeout=240, finish_timeout=300)
     train, val, rejects = dataset_ids(str(out))
     assert sorted(train + val + rejects) == sorted(ids), "each input id exactly once"
 
@@ -181,15 +189,8 @@ def test_worker_node_killed_during_classify_then_ids_reconcile(tmp_path: Path) -
     }
     cmd = vaelm("classify", str(write_spec(tmp_path / "c.yaml", spec)))
     with three_nodes(tmp_path) as env:
-        job = subprocess.Popen(cmd, env=job_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        victim = kill_worker_node_hosting(
-            env, STEP_ACTOR, job, lambda: any((out / "_work" / "units").glob("*.json")), timeout=180
-        )
-        assert_node_gone(env, victim)
-        log = finish_or_rerun(job, cmd, job_env(env), timeout=240)
-        assert "completed" in log
-        restarts = restarts_of(env, victim.actor_id)
-        print(f"the killed node's actor was restarted {restarts} time(s)")
+        markers = out / "_work" / "units"  # per-unit commit markers: the job is under way
+        run_through_a_node_kill(env, cmd, lambda: any(markers.glob("*.json")), kill_timeout=180, finish_timeout=240)
     data, rejects = ids_in(str(out), "data"), ids_in(str(out), "rejects")
     assert len(data) == len(set(data)) and len(rejects) == len(set(rejects)), "no id twice"
     assert set(rejects) == bad, "exactly the empty and null documents are rejected"
