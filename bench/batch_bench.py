@@ -205,9 +205,10 @@ def _agreement(a: list[list[int]], b: list[list[int]]) -> dict[str, float]:
 
 def generation(quick: bool) -> dict[str, Any]:
     """Generated tokens/s decoding 256 prior samples in batches of 1, 8, 32, 128, 256 (sampling, max_len 48,
-    1 torch thread); batch 1 = one document at a time (on the first 16 or 32 samples). Also: the same
-    spec (batch size) decoded twice must give identical text (the job's guarantee), and how far other
-    batch sizes agree with one-at-a-time decoding (not promised: float sums depend on the batch shape)."""
+    1 torch thread, after one untimed batch of each size); batch 1 = one document at a time (on the first 16
+    or 32 samples). Also: the same spec (batch size) decoded twice must give identical text (the job's
+    guarantee), and how far other batch sizes agree with one-at-a-time decoding (not promised: float sums
+    depend on the batch shape)."""
     from vaelm.config.model import ModelConfig
     from vaelm.model.generation import DecodeParams, decode_latents, prior_latents
     from vaelm.model.vae import TextVAE
@@ -233,6 +234,8 @@ def generation(quick: bool) -> dict[str, Any]:
     try:
         texts: dict[int, list[list[int]]] = {}
         seconds: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
+        for batch in BATCH_SIZES:  # untimed: a batch size's first decode pays one-time costs (oneDNN sets up its
+            decode_in(batch, batch)  # LSTM per batch shape, new memory is paged in): ~2% of a first 256-row batch
         for _ in range(repeats):  # interleaved over batch sizes
             for batch in BATCH_SIZES:
                 texts[batch], took = decode_in(batch, n_single if batch == 1 else n)
@@ -334,7 +337,7 @@ def run(quick: bool) -> dict[str, Any]:
             "has 1 CPU and 1 torch thread); on 2 CPUs the ceiling is about 2x that loop. Load average (1, 5, 15 "
             f"min) before / after: {load['before']} / {load['after']}; on a shared machine compare ratios only.",
             f"Generation tokens/s by batch size (1 torch thread, sampling, max_len 48, tokens per CPU second of "
-            f"the decoding process): {curve}. "
+            f"the decoding process, after one untimed batch per size): {curve}. "
             "The same spec decoded twice gives identical text (checked). Agreement of batched with "
             f"one-at-a-time text (not promised; float sums depend on the batch shape): {agree}.",
         ],

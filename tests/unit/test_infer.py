@@ -10,7 +10,7 @@ from tests.unit.vae_testlib import DISTINCT_DOCS, batch, one_thread, tiny_model
 from vaelm.model import classify_train as ct
 from vaelm.model import infer
 from vaelm.model.classifier import LatentClassifier
-from vaelm.model.generation import DecodeParams, decode_latents, inverse_cdf, prior_latents
+from vaelm.model.generation import DecodeParams, _softmax_, decode_latents, inverse_cdf, prior_latents
 from vaelm.text.tokenizer import tokenizer_from_json
 
 
@@ -98,6 +98,15 @@ def test_accuracy_and_macro_f1() -> None:
         100, fraction=0.1, max_labels=None, seed=0
     )
     assert len(ct.subsample(1000, fraction=0.5, max_labels=7, seed=0)) == 7
+
+
+def test_sampling_softmax_overwrites_the_logits_with_the_same_values_as_softmax() -> None:
+    logits = torch.randn((8, 8000), generator=torch.Generator().manual_seed(0)) * 4
+    logits[:, :2] = -float("inf")  # banned tokens, as <pad> and <bos> in every step
+    expected = logits.softmax(dim=-1)
+    probs = _softmax_(logits)
+    assert probs.data_ptr() == logits.data_ptr(), "no second (b, V) block per decoding step"
+    assert torch.equal(probs, expected)
 
 
 @pytest.mark.parametrize("V", [8000, 97])  # 8000: two levels (blocks of 500); 97 (prime): one cumulative sum

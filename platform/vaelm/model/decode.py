@@ -90,6 +90,7 @@ def _generate(model: TextVAE, z: Tensor, max_len: int, choose: Chooser) -> list[
     for t in range(max_len):
         logits, state = _next_logits(model, tok, z, state)  # (b, V)
         tok = choose(logits, rows, t)  # (b,)
+        del logits  # freed before the next step's (b, V) logits are allocated, so that they reuse its memory
         out[rows, t] = tok
         ended = tok == EOS  # (b,)
         if bool(ended.any()):
