@@ -119,6 +119,32 @@ def test_score_is_readable_everywhere_and_independent_of_batching(
     assert row["nll_per_token"] == pytest.approx(row["elbo_nll"] / row["target_tokens"], rel=1e-5)
 
 
+def test_bf16_precision_is_applied_close_to_fp32_and_reproducible(
+    ray_cluster: str, model_dir: str, tmp_path: Path
+) -> None:
+    write_corpus(tmp_path / "in", make_docs(40, seed=8), files=1, row_group_size=20)
+
+    def embed(name: str, precision: str) -> list[list[float]]:
+        spec = spec_for("embed", model_dir, str(tmp_path / "in"), str(tmp_path / name))
+        spec["run"]["precision"] = precision
+        assert run_job(tmp_path, name, spec) == 0
+        return read_folder(str(tmp_path / name), "data").sort_by("id").column("embedding").to_pylist()
+
+    full, half = embed("fp32", "fp32"), embed("bf16", "bf16")
+    diffs = [abs(x - y) for a, b in zip(full, half, strict=True) for x, y in zip(a, b, strict=True)]
+    scale = max(abs(x) for row in full for x in row)
+    assert 0 < max(diffs) < 0.05 * scale, "bf16 must change the arithmetic (else it was not applied), a little"
+
+    def generate(name: str) -> list[str]:
+        gen = {"mode": "prior", "num_samples": 12, "seed": 4, "max_len": 12}
+        spec = spec_for("generate", model_dir, None, str(tmp_path / name), generate=gen)
+        spec["run"]["precision"] = "bf16"
+        assert run_job(tmp_path, name, spec) == 0
+        return read_folder(str(tmp_path / name), "data").sort_by("sample_index").column("generated").to_pylist()
+
+    assert generate("gen-a") == generate("gen-b"), "bf16 generation is reproducible for the same spec"
+
+
 def test_classify_killed_midway_then_rerun_writes_each_id_once(
     ray_cluster: str, model_dir: str, tmp_path: Path
 ) -> None:

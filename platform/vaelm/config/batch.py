@@ -30,6 +30,12 @@ class RunConfig(SpecModel):
     """Text normalisation applied before tokenizing; keep it as the model's preprocess job had it."""
     excerpt_chars: int = Field(default=200, ge=0)
     """Characters of a rejected document kept in rejects/ to help find it."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Arithmetic of the model: fp32, or bf16 autocast (matmuls and LSTMs in bfloat16, softmax and losses
+    in fp32). bf16 is for GPUs and for CPUs with native bfloat16 (AVX512-BF16 or AMX; elsewhere it is
+    emulated and slower): sampled generation at batch 256 ran 1.6x faster on such a CPU
+    (bench/results/batch.json). Values differ from fp32 in the third significant digit, and a sampled or
+    greedy token may flip where two are nearly tied; outputs stay reproducible for the same spec."""
 
 
 class BatchSpec(SpecModel):

@@ -214,7 +214,8 @@ class GenerateStep(ModelStep):
         for start in range(0, len(seeds), size):
             rows = list(range(start, min(start + size, len(seeds))))
             z = latents(rows)
-            out.extend(decode_latents(self.model, z, params=self.params, seeds=[seeds[i] for i in rows]))
+            with self.precision():
+                out.extend(decode_latents(self.model, z, params=self.params, seeds=[seeds[i] for i in rows]))
         return out
 
     def _text_columns(self, token_ids: list[list[int]]) -> dict[str, pa.Array]:

@@ -7,6 +7,7 @@ rejects/<unit>.parquet at deterministic names. The driver commits the unit after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -37,6 +38,13 @@ def pick_device(num_gpus: float) -> torch.device:
     return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
+def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on `device` for run.precision bf16; nothing (fp32) otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class ModelStep:
     """Loads the artifact once per actor; subclasses compute one unit's output columns."""
 
@@ -53,6 +61,10 @@ class ModelStep:
         limit = self.spec.run.max_tokens or self.art.config.max_tokens
         self.max_tokens = min(limit, self.art.config.max_tokens)
         self.provenance = {"model_id": self.art.model_id, "job_id": identity_hash(self.spec)}
+
+    def precision(self) -> contextlib.AbstractContextManager[Any]:
+        """The context the model runs in: bf16 autocast when run.precision is bf16."""
+        return precision_context(self.device, self.spec.run.precision)
 
     def write(self, unit: Unit, table: pa.Table, rejects: Rejects) -> None:
         storage.write_table(self.root.join("data", f"{unit.name}.parquet"), table)
@@ -94,7 +106,9 @@ class InputStep(ModelStep):
         """Apply fn(idx, tokens, lengths) -> {name: (b, ...) tensor} per batch; results in row order."""
         out: dict[str, np.ndarray] = {}
         for idx, tokens, lengths in self.batches(docs.rows):
-            for name, value in fn(idx, tokens, lengths).items():
+            with self.precision():
+                values = fn(idx, tokens, lengths)
+            for name, value in values.items():
                 arr = value.detach().float().cpu().numpy()
                 if name not in out:
                     out[name] = np.zeros((len(docs.rows), *arr.shape[1:]), dtype=np.float32)
