@@ -24,7 +24,7 @@ from tests.reliability.faultproxy import FaultProxy
 from tests.support.corpus import make_docs, write_corpus
 from tests.support.datasets import dataset_ids, read_folder, write_spec
 from tests.support.s3server import S3Server, s3_client
-from vaelm import storage
+from vaelm import retry, storage
 from vaelm.cli import main
 from vaelm.config.common import StorageConfig
 from vaelm.errors import StorageError
@@ -54,7 +54,7 @@ REFUSED = (
     ],
 )
 def test_transient_errors_are_retried(exc: BaseException) -> None:
-    assert storage.is_transient(exc)
+    assert retry.is_transient(exc)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_transient_errors_are_retried(exc: BaseException) -> None:
     ],
 )
 def test_auth_permission_not_found_and_bugs_are_not_retried(exc: BaseException) -> None:
-    assert not storage.is_transient(exc)
+    assert not retry.is_transient(exc)
 
 
 class FakeClock:
@@ -100,9 +100,9 @@ def failing(times: int, exc: BaseException, clock: FakeClock, *, cost_s: float =
 
 def test_retry_backs_off_in_seconds_with_jitter_until_it_succeeds() -> None:
     clock = FakeClock()
-    tries = storage.Tries()
+    tries = retry.Tries()
     fn = failing(5, OSError(REFUSED), clock)
-    assert storage.retry_call(fn, max_s=60, tries=tries, sleep=clock.sleep, clock=lambda: clock.now) == "done"
+    assert retry.retry_call(fn, max_s=60, tries=tries, sleep=clock.sleep, clock=lambda: clock.now) == "done"
     assert tries.count == 6
     for i, wait in enumerate(clock.waits):  # 0.5 s doubling, jittered between half and all of it
         assert 0.5 * min(8.0, 0.5 * 2**i) <= wait <= min(8.0, 0.5 * 2**i)
@@ -113,7 +113,7 @@ def test_retry_gives_up_at_the_deadline_with_the_last_error() -> None:
     clock = FakeClock()
     fn = failing(10_000, OSError(REFUSED), clock, cost_s=1.0)
     with pytest.raises(OSError, match="curlCode: 7"):
-        storage.retry_call(fn, max_s=20, sleep=clock.sleep, clock=lambda: clock.now)
+        retry.retry_call(fn, max_s=20, sleep=clock.sleep, clock=lambda: clock.now)
     assert 20 <= clock.now <= 21, "no try starts after max_s: the bound is max_s plus one try"
     assert max(clock.waits) <= 8.0
 
@@ -122,7 +122,7 @@ def test_permanent_error_fails_at_once() -> None:
     clock = FakeClock()
     fn = failing(1, OSError("AWS Error ACCESS_DENIED during PutObject operation"), clock)
     with pytest.raises(OSError, match="ACCESS_DENIED"):
-        storage.retry_call(fn, max_s=60, sleep=clock.sleep, clock=lambda: clock.now)
+        retry.retry_call(fn, max_s=60, sleep=clock.sleep, clock=lambda: clock.now)
     assert clock.waits == []
 
 
@@ -141,7 +141,7 @@ def test_retry_bound_travels_with_the_file_system_into_ray_workers() -> None:
     loc = storage.open_location("s3://b/k", StorageConfig(endpoint="http://127.0.0.1:9", retry_max_s=7))
     assert loc.join("x").retry_max_s == 7
     again = pickle.loads(pickle.dumps(loc.fs))
-    assert isinstance(again, storage.RetryingS3FileSystem) and again.retry_max_s == 7
+    assert isinstance(again, retry.RetryingS3FileSystem) and again.retry_max_s == 7
 
 
 # -- against SeaweedFS through the proxy -----------------------------------------------------------

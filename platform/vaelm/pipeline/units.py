@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vaelm import storage
+from vaelm import retry, storage
 from vaelm.config.common import InputConfig, StorageConfig
 from vaelm.errors import InputError
 from vaelm.storage import FileEntry
@@ -82,7 +82,7 @@ def _source(root: str, entry: FileEntry) -> str:
 
 def _raise_if_transient(loc: storage.Location, exc: Exception) -> None:
     """A network error that outlasted the storage retries is a storage problem, not a corrupt file."""
-    if storage.is_transient(exc):
+    if retry.is_transient(exc):
         with storage.storage_errors(loc, "read"):
             raise exc
 
