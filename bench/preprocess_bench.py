@@ -505,7 +505,7 @@ def summarize(scales: list[int], runs: dict[int, list[dict[str, Any]]], composit
 
     ratio = {key[s]: round(median([p["ratio"] for p in runs[s]]), 3) for s in scales}
     docs = {key[s]: runs[s][0]["ray"]["counts"]["rows_in"] for s in scales}
-    metrics = {
+    metrics: dict[str, Any] = {
         "documents": docs,
         "ray_docs_per_s": {key[s]: med(s, "ray", "docs_per_s") for s in scales},
         "ray_seconds": {key[s]: med(s, "ray", "seconds") for s in scales},
@@ -519,7 +519,7 @@ def summarize(scales: list[int], runs: dict[int, list[dict[str, Any]]], composit
         "peak_rss_mb_sum_of_processes": {key[s]: mem(s, "ray", "peak_sum_mb") for s in scales},
         "load_1min_before": {key[s]: med(s, "ray", "load_before", "0") for s in scales},
     }
-    baseline = {
+    baseline: dict[str, Any] = {
         "what": "the same vaelm.text functions in one plain Python process (tokenizers limited to 1 thread)",
         "docs_per_s": {key[s]: med(s, "baseline", "docs_per_s") for s in scales},
         "seconds": {key[s]: med(s, "baseline", "seconds") for s in scales},

@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
 
 def resolve(target: str) -> Callable[..., dict[str, Any]]:
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
 def result_path(name: str, *, quick: bool) -> Path:
