@@ -308,3 +308,16 @@ def test_job_level_errors_are_clear(
     write_corpus(tmp_path / "ok", make_docs(5), files=1)
     assert run_job(tmp_path, "s3", spec_for("classify", no_clf, str(tmp_path / "ok"), str(tmp_path / "o3"))) == 2
     assert "has no classifier" in capsys.readouterr().err
+
+
+def test_a_worker_refuses_an_artifact_that_changed_after_the_job_started(model_dir: str, tmp_path: Path) -> None:
+    from vaelm.config.batch import EmbedSpec
+    from vaelm.errors import InputError
+    from vaelm.pipeline.batch_io import load_model
+    from vaelm.pipeline.batch_steps import EmbedStep
+
+    spec = EmbedSpec.model_validate(spec_for("embed", model_dir, str(tmp_path / "in"), str(tmp_path / "out")))
+    model_id = load_model(read_artifact_files(model_dir, spec.storage), uri=model_dir).model_id
+    assert EmbedStep(spec.model_dump(), model_id).art.model_id == model_id  # each worker reads the artifact
+    with pytest.raises(InputError, match="changed while the job ran"):
+        EmbedStep(spec.model_dump(), "0123456789abcdef")

@@ -76,7 +76,7 @@ def run_batch_job(spec: BatchJobSpec, *, overwrite: bool = False) -> dict[str, A
     if state == "done":
         say(f"{root.uri} is already complete for this spec, input and model: nothing to do")
         return {**summarize(storage.read_json(root.join("manifest.json")), root), "status": "already complete"}
-    stats = _run_units(spec, files, plan)
+    stats = _run_units(spec, art.model_id, plan)
     manifest = finish(root, spec, plan, stats, art)
     return {**summarize(manifest, root), "status": "resumed and completed" if state == "resume" else "completed"}
 
@@ -111,9 +111,10 @@ def plan_units(spec: BatchJobSpec) -> Plan:
     return Plan(p.units, p.rows, p.fingerprint, p.files, p.skipped)
 
 
-def _run_units(spec: BatchJobSpec, files: dict[str, bytes], plan: Plan) -> dict[str, dict[str, Any]]:
-    import ray
-
+def _run_units(spec: BatchJobSpec, model_id: str, plan: Plan) -> dict[str, dict[str, Any]]:
+    """Each actor reads the artifact from `spec.model` itself and checks it is still `model_id`: the files
+    are not shipped through the object store, where a lost copy would make an actor restart fail (Ray
+    warns of exactly that for actors with constructor arguments in the object store)."""
     from vaelm.pipeline.actors import run_units
     from vaelm.pipeline.batch_generate import GenerateStep
     from vaelm.pipeline.batch_steps import ClassifyStep, EmbedStep, ScoreStep
@@ -123,7 +124,7 @@ def _run_units(spec: BatchJobSpec, files: dict[str, bytes], plan: Plan) -> dict[
     ensure_ray(spec.ray)
     return run_units(
         steps[spec.job],
-        (spec.model_dump(), ray.put(files)),
+        (spec.model_dump(), model_id),
         ledger=Ledger(storage.open_location(spec.output, spec.storage), "units"),
         units=plan.units,
         ray_cfg=gpu_capped(spec.ray),

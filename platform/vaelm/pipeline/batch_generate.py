@@ -72,8 +72,8 @@ def keep_freed_memory() -> bool:
 
 
 class GenerateStep(ModelStep):
-    def __init__(self, spec_data: dict[str, Any], files: dict[str, bytes]) -> None:
-        super().__init__(spec_data, files)
+    def __init__(self, spec_data: dict[str, Any], model_id: str) -> None:
+        super().__init__(spec_data, model_id)
         keep_freed_memory()
         g = self.spec.generate
         self.cfg = g

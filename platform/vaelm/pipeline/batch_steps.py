@@ -20,8 +20,16 @@ from torch import Tensor
 from vaelm import storage
 from vaelm.config.batch import ClassifySpec, EmbedSpec, GenerateSpec, InputBatchSpec, ScoreSpec
 from vaelm.config.loader import identity_hash
+from vaelm.errors import InputError
 from vaelm.model import infer
-from vaelm.pipeline.batch_io import check_rows, float_lists, load_model, output_table, passthrough_of
+from vaelm.pipeline.batch_io import (
+    check_rows,
+    float_lists,
+    load_model,
+    output_table,
+    passthrough_of,
+    read_artifact_files,
+)
 from vaelm.pipeline.preprocess_steps import Rejects
 from vaelm.pipeline.units import Unit, read_unit
 from vaelm.text.tokenizer import tokenizer_from_json
@@ -48,12 +56,17 @@ def precision_context(device: torch.device, precision: str) -> contextlib.Abstra
 class ModelStep:
     """Loads the artifact once per actor; subclasses compute one unit's output columns."""
 
-    def __init__(self, spec_data: dict[str, Any], files: dict[str, bytes]) -> None:
+    def __init__(self, spec_data: dict[str, Any], model_id: str) -> None:
         self.spec: Any = SPECS[spec_data["job"]].model_validate(spec_data)
         threads = max(1, round(self.spec.ray.actor_cpus))
         torch.set_num_threads(threads)  # the actor's CPUs, whatever OMP_NUM_THREADS says
         os.environ["RAYON_NUM_THREADS"] = str(threads)  # the tokenizer's pool too (read at its first use)
-        self.art = load_model(files, uri=self.spec.model)
+        self.art = load_model(read_artifact_files(self.spec.model, self.spec.storage), uri=self.spec.model)
+        if self.art.model_id != model_id:  # read again here, not shipped through the object store (see batch.py)
+            raise InputError(
+                f"model artifact {self.spec.model} changed while the job ran (the job started with model "
+                f"{model_id}, this worker read {self.art.model_id}); leave the artifact alone and rerun"
+            )
         self.device = pick_device(self.spec.ray.num_gpus_per_actor)
         self.model = self.art.model.to(self.device).eval()
         self.tok = tokenizer_from_json(self.art.tokenizer_json)

@@ -62,7 +62,7 @@ def run_preprocess(spec: PreprocessSpec, *, overwrite: bool = False) -> dict[str
     by_unit = _removed_by_unit(removed)
     tok = run_units(
         steps.TokenizeStep,
-        (data, tokenizer_json),
+        (data,),
         ledger=Ledger(root, "tokenize"),
         units=plan.units,
         ray_cfg=spec.ray,
@@ -169,7 +169,7 @@ def _tokenizer(
         train_tokenizer,
     )
 
-    path = root.join("tokenizer", "tokenizer.json")
+    path = steps.tokenizer_path(root)
     if "all" in Ledger(root, "tokenizer").committed():
         return storage.read_bytes(path).decode()
     if spec.tokenizer.path:

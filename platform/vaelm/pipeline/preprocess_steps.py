@@ -196,16 +196,22 @@ def split_of(doc_id: str, val_fraction: float) -> str:
 DATASET_COLUMNS = ("id", "chunk", "text", "input_ids", "n_tokens")
 
 
+def tokenizer_path(root: Location) -> Location:
+    """Where preprocess writes the dataset's tokenizer (before the tokenize stage reads it)."""
+    return root.join("tokenizer", "tokenizer.json")
+
+
 class TokenizeStep:
     """Step 4: drop the unit's duplicates (to rejects), tokenize the rest (tokenizer loaded once per
     actor), split train/val by a hash of the id, write train/ and val/ shards."""
 
-    def __init__(self, spec_data: dict[str, Any], tokenizer_json: str) -> None:
+    def __init__(self, spec_data: dict[str, Any]) -> None:
         from vaelm.text.tokenizer import tokenizer_from_json
 
         self.spec = PreprocessSpec.model_validate(spec_data)
         self.root = storage.open_location(self.spec.output, self.spec.storage)
-        self.tok = tokenizer_from_json(tokenizer_json)
+        # read from the output (committed before this stage), not passed through Ray's object store
+        self.tok = tokenizer_from_json(storage.read_bytes(tokenizer_path(self.root)).decode())
 
     def __call__(self, unit: Unit, removed: pa.Table) -> dict[str, Any]:
         clean = storage.read_table(clean_path(self.root, unit.name))
