@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -11,7 +13,8 @@ from tests.unit.vae_testlib import (
     tiny_model,
     trained_model,
 )
-from vaelm.model.decode import beam_search, greedy, interpolate, sample
+from vaelm.model.decode import NUCLEUS_DRAWS, beam_search, draw_, greedy, interpolate, inverse_cdf, sample
+from vaelm.model.generation import DecodeParams, decode_latents
 from vaelm.model.vae import BOS, EOS, PAD, TextVAE
 
 
@@ -139,18 +142,90 @@ def test_decode_beam_search_escapes_the_greedy_trap() -> None:
     assert beam_search(model, n=1, beam_width=2) == [[]]  # log 0.4 beats log 0.6 + 6 log 0.05
 
 
-def test_decode_top_p_keeps_the_nucleus_without_sorting() -> None:
-    from vaelm.model.decode import _filter_top_p
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The exact nucleus (b, V) bool, by a float64 sort: the tokens preceded by less than top_p of the mass."""
+    p = probs.double()
+    desc, order = p.sort(dim=-1, descending=True)
+    before = desc.cumsum(dim=-1) - desc  # (b, V): mass of the more likely tokens
+    inside = before < top_p * p.sum(dim=-1, keepdim=True)
+    return torch.zeros_like(inside).scatter(1, order, inside)
 
-    logits = torch.randn((64, 500), generator=torch.Generator().manual_seed(0)) * 3  # (B, V)
-    probs = logits.softmax(dim=-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    exact = torch.zeros_like(probs, dtype=torch.bool).scatter(1, order, (sorted_p.cumsum(-1) - sorted_p) < 0.9)
-    kept = _filter_top_p(logits, 0.9) > float("-inf")
-    assert int((exact & ~kept).sum()) <= 1, "the exact nucleus is kept (but for float rounding)"
-    floor = torch.where(exact, probs, 1.0).amin(dim=-1, keepdim=True)  # (B, 1): smallest exactly kept
-    extra = kept & ~exact
-    assert bool((probs[extra.nonzero(as_tuple=True)] >= (floor / 1.003).expand_as(probs)[extra]).all())
-    assert (probs * kept).sum(-1).min() >= 0.9 - 1e-5
-    only_top = _filter_top_p(logits, 1e-6) > float("-inf")
-    assert only_top.sum(-1).tolist() == [1] * 64 and bool(only_top.gather(1, probs.argmax(-1, keepdim=True)).all())
+
+def _in_nucleus(probs: torch.Tensor, top_p: float, tok: torch.Tensor) -> torch.Tensor:
+    """Per row, whether tok (b,) is in the exact nucleus or within 1e-5 of its least likely token (a tie)."""
+    nucleus = _nucleus(probs, top_p)
+    floor = torch.where(nucleus, probs.double(), 2.0).amin(dim=-1)  # (b,)
+    return probs.double().gather(1, tok.unsqueeze(1)).squeeze(1) >= floor * (1 - 1e-5)
+
+
+def _distributions(V: int, seed: int) -> torch.Tensor:
+    """64 rows of probabilities (64, V): flat, peaked, heavy-tailed, some with zeros (banned or top-k)."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([0.05, 0.5, 2.0, 6.0]).repeat_interleave(16).unsqueeze(1)  # (64, 1)
+    logits = torch.randn((64, V), generator=gen) * scale
+    logits[::3, :2] = -math.inf  # as <pad> and <bos>
+    logits[1::4, V // 2 :] = -math.inf  # as a top-k filter
+    logits[5, 7] = 30.0  # one token alone beyond any top_p
+    return logits.softmax(dim=-1)
+
+
+@pytest.mark.parametrize("V", [8000, 500, 97])  # 8000: 16 blocks of 500; 500: one block; 97: no blocks
+def test_decode_top_p_draws_only_from_the_exact_nucleus(V: int) -> None:
+    probs = _distributions(V, seed=V)
+    gen = torch.Generator().manual_seed(0)
+    for top_p in (0.9, 0.5, 0.1, 0.999, 1e-6):
+        for draws in (NUCLEUS_DRAWS, 3, 2):  # 2: one try, then the exact draw by sort for the rows that missed
+            u = torch.rand((64, draws), generator=gen)
+            tok = draw_(probs.clone(), u, top_p)
+            assert bool(_in_nucleus(probs, top_p, tok).all()), (top_p, draws)
+            assert tok[5] == 7
+    with pytest.raises(ValueError, match="NUCLEUS_DRAWS"):
+        draw_(probs.clone(), torch.rand((64, 1)), 0.9)
+
+
+def test_decode_top_p_draws_in_proportion_to_probability_inside_the_nucleus() -> None:
+    p = torch.tensor([0.02, 0.4, 0.05, 0.25, 0.03, 0.15, 0.1])  # nucleus at top_p 0.85: 0.4 0.25 0.15 0.1
+    n = 40000
+    u = torch.rand((n, NUCLEUS_DRAWS), generator=torch.Generator().manual_seed(0))
+    expected = torch.tensor([0, 0.4, 0, 0.25, 0, 0.15, 0.1], dtype=torch.float64) / 0.9
+    for draws in (NUCLEUS_DRAWS, 2):  # 2: the rows whose first try missed draw by sort
+        tok = draw_(p.expand(n, -1).contiguous(), u[:, :draws], 0.85)
+        freq = torch.bincount(tok, minlength=7).double() / n
+        assert torch.allclose(freq, expected, atol=0.01), (draws, freq)
+    tok = draw_(p.expand(n, -1).contiguous(), u, 0.85)
+    first = inverse_cdf(p.expand(n, -1).contiguous(), u[:, 0])  # what plain sampling draws
+    hit = torch.isin(first, torch.tensor([1, 3, 5, 6]))
+    assert bool((tok[hit] == first[hit]).all()), "a first try inside the nucleus is the token drawn"
+
+
+def test_decode_draws_are_deterministic_and_leave_the_uniforms_alone() -> None:
+    probs = _distributions(8000, seed=1)
+    u = torch.rand((64, NUCLEUS_DRAWS), generator=torch.Generator().manual_seed(2))
+    u_before = u.clone()
+    assert torch.equal(draw_(probs.clone(), u, 0.9), draw_(probs.clone(), u, 0.9))
+    assert torch.equal(u, u_before)
+    weights = probs.clone()
+    assert torch.equal(draw_(weights, u, 1.0), inverse_cdf(probs, u[:, 0])) and torch.equal(weights, probs)
+
+
+def _allowed(table: torch.Tensor, *, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """(V, V) bool: the tokens that may follow each token (row) of a bigram's logits table (V, V)."""
+    logits = table / temperature
+    logits[:, PAD] = logits[:, BOS] = -math.inf
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits[logits < kth] = -math.inf
+    return _nucleus(logits.softmax(dim=-1), top_p)
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(1.0, 0, 0.6), (0.7, 10, 0.8), (2.0, 5, 0.95)])
+def test_decode_sampling_keeps_to_temperature_top_k_and_top_p(temperature: float, top_k: int, top_p: float) -> None:
+    table = torch.randn((40, 40), generator=torch.Generator().manual_seed(0)) * 2.0
+    model: TextVAE = _Bigram(table)  # type: ignore[assignment]
+    allowed = _allowed(table, temperature=temperature, top_k=top_k, top_p=top_p)
+    rng = torch.Generator().manual_seed(0)
+    texts = sample(model, n=200, temperature=temperature, top_k=top_k, top_p=top_p, generator=rng)
+    params = DecodeParams(strategy="sample", temperature=temperature, top_k=top_k, top_p=top_p)
+    texts += decode_latents(model, torch.zeros((200, 0)), params=params, seeds=list(range(200)))
+    pairs = [(a, b) for ids in texts for a, b in zip([BOS, *ids], ids, strict=False)]
+    assert len(pairs) > 500 and all(bool(allowed[a, b]) for a, b in pairs)

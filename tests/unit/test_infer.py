@@ -10,7 +10,8 @@ from tests.unit.vae_testlib import DISTINCT_DOCS, batch, one_thread, tiny_model
 from vaelm.model import classify_train as ct
 from vaelm.model import infer
 from vaelm.model.classifier import LatentClassifier
-from vaelm.model.generation import DecodeParams, _softmax_, decode_latents, inverse_cdf, prior_latents
+from vaelm.model.decode import inverse_cdf
+from vaelm.model.generation import DecodeParams, _softmax_, decode_latents, prior_latents
 from vaelm.text.tokenizer import tokenizer_from_json
 
 

@@ -3,7 +3,8 @@
 Every function starts from z (B, Z) (in lm mode: no z, `n` rows instead), feeds <bos>, stops a row at
 <eos> or after `max_len` generated tokens (default: the model's max_tokens - 1), and returns token id
 lists without <bos>/<eos>/<pad>. <pad> and <bos> are never generated. The model is put in eval mode
-for the call and restored afterwards; nothing here moves tensors between devices.
+for the call and restored afterwards; nothing here moves tensors between devices. Sampling draws each
+token by inverse CDF from uniforms (`draw_`); top-p sampling is exact, by rejection, without a sort.
 """
 
 from __future__ import annotations
@@ -121,29 +122,115 @@ def _filter_top_k(logits: Tensor, top_k: int) -> Tensor:
     return logits.masked_fill(logits < kth, -math.inf)
 
 
-_P_SCALE = 256  # nucleus buckets per halving of probability: 2^(1/256), a 0.27% step
-_P_BUCKETS = 24 * _P_SCALE  # down to p = 2^-24; smaller probabilities share the last bucket
+# -- drawing a token per row: inverse CDF, and the nucleus (top-p) by rejection ---------------------
+
+NUCLEUS_DRAWS = 16
+"""Uniforms a top-p draw may use per token: one per try; the last one (rarely reached) draws by sort."""
+
+_TIE = 1 + 2**-20  # "more likely than x" means a weight over w[x] * _TIE, safe from rounding in w / w[x]
+_MAX_SCALE = 2.0**100  # bound on 1 / w[x], so that no weight overflows when divided by w[x]
 
 
-def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
-    """Keep the most likely tokens until their mass reaches top_p (nucleus); the others get -inf.
+def draw_(weights: Tensor, u: Tensor, top_p: float = 1.0) -> Tensor:
+    """A token per row of weights (b, V) >= 0, e.g. probabilities (their sum need not be 1), from uniforms
+    u (b, R) in [0, 1).
 
-    No sort of the vocabulary (at batch 256 a sort costs ten times the decoder step): probabilities are
-    bucketed on a log scale in steps of 0.27%, and whole buckets are kept from the top until their mass
-    reaches top_p. Exact but for tokens within 0.27% of the cut-off probability, which are kept with it;
-    when the most likely token alone reaches top_p, it alone is kept (so a tiny top_p is greedy).
+    top_p = 1: the inverse CDF at u[:, 0]. top_p < 1: a token of the nucleus, the most likely tokens whose
+    mass reaches top_p of the row's, drawn in proportion to its weight: `_draw_nucleus_`, which needs
+    R >= 2 (NUCLEUS_DRAWS) and overwrites weights.
     """
     if top_p >= 1.0:
-        return logits
-    probs = logits.softmax(dim=-1)  # (B, V)
-    bucket = torch.log2(probs).mul_(-_P_SCALE).clamp_(0, _P_BUCKETS - 1).long()  # (B, V): 0 = most likely
-    mass = torch.zeros((probs.size(0), _P_BUCKETS), dtype=probs.dtype, device=probs.device)
-    cum = mass.scatter_add_(1, bucket, probs).cumsum_(dim=1)  # (B, K): mass of buckets 0..k
-    target = torch.full((probs.size(0), 1), top_p, dtype=probs.dtype, device=probs.device)
-    cut = torch.searchsorted(cum, target, right=False)  # (B, 1): first bucket reaching top_p
-    top = probs.amax(dim=-1, keepdim=True)  # (B, 1)
-    drop = torch.where(top >= target, probs < top, bucket > cut)  # (B, V)
-    return logits.masked_fill(drop, -math.inf)
+        return inverse_cdf(weights, u[:, 0])
+    if u.size(1) < 2:
+        raise ValueError(f"top_p={top_p} needs at least 2 uniforms per token, got {u.size(1)}; pass NUCLEUS_DRAWS")
+    return _draw_nucleus_(weights, u, top_p)
+
+
+def _draw_nucleus_(weights: Tensor, u: Tensor, top_p: float) -> Tensor:
+    """Exact nucleus sampling, by rejection: no sort of the vocabulary (at batch 256 a sort costs ten times
+    the decoder step), no search for the cut-off.
+
+    Draw x by inverse CDF at u[:, 0]. x is in the nucleus iff the tokens more likely than x hold less than
+    top_p of the mass: one pass over the row. If not, draw again at u[:, 1] among those more likely tokens
+    (they hold the whole nucleus), and so on: the token accepted follows the nucleus renormalised. A try
+    misses with probability at most 1 - top_p, and a miss removes on average at least half of the mass
+    outside the nucleus, so at top_p = 0.9 a row takes at most about 1.1 tries on average; rows that hit
+    leave the batch, so later tries cost little. The last uniform, u[:, R - 1], draws from the nucleus
+    found by sorting (rarely needed with R = NUCLEUS_DRAWS).
+
+    Probabilities within a factor _TIE (1 + 2^-20) of each other count as ties, so a token that close to
+    the cut-off may be kept or not: float rounding decides, as it does for the sums of mass.
+    """
+    tok, total = _inverse_cdf(weights, u[:, 0])  # (b,), (b, 1): the first tries
+    target = total * top_p  # (b, 1)
+    live = torch.arange(weights.size(0), device=weights.device)  # (n,): rows whose try tok[live] is untested
+    for r in range(1, u.size(1)):
+        weights, target = _more_likely_(weights, tok[live], target)  # (n, V), (n, 1)
+        miss = (weights.sum(dim=-1) >= target.squeeze(1)).nonzero().squeeze(1)  # (n',)
+        if miss.numel() == 0:
+            return tok
+        live, weights, target = live[miss], weights.index_select(0, miss), target[miss]  # (n',), (n', V), (n', 1)
+        if r == u.size(1) - 1:
+            weights = _nucleus_by_sort(weights, target)
+        tok[live] = inverse_cdf(weights, u[live, r])
+    return tok
+
+
+def _more_likely_(weights: Tensor, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Over weights (n, V): the weights of the tokens more likely than x (n,), others 0, and target (n, 1),
+    both divided by the weight of x. One multiply and one threshold (a (n, V) boolean mask and masked_fill
+    cost ten times more), in place."""
+    inv = weights.gather(1, x.unsqueeze(1)).reciprocal_().clamp_(max=_MAX_SCALE)  # (n, 1)
+    return torch.nn.functional.threshold(weights.mul_(inv), _TIE, 0.0, inplace=True), target * inv
+
+
+def _nucleus_by_sort(weights: Tensor, target: Tensor) -> Tensor:
+    """weights (n, V) with 0 outside the nucleus: the tokens preceded, in descending order of weight, by less
+    than target (n, 1) of mass."""
+    desc, order = weights.sort(dim=-1, descending=True)  # (n, V)
+    desc.masked_fill_(desc.cumsum(dim=-1) - desc >= target, 0.0)
+    return torch.zeros_like(weights).scatter_(1, order, desc)  # (n, V)
+
+
+def _block_width(V: int) -> int:
+    """The largest divisor of V in [32, 512] (0 if none): the width of inverse_cdf's blocks."""
+    return next((w for w in range(512, 31, -1) if V % w == 0), 0)
+
+
+def inverse_cdf(weights: Tensor, u: Tensor) -> Tensor:
+    """Per row, the token k with cdf[k-1] <= u * total < cdf[k], for weights (b, V) >= 0 and u (b,) in [0, 1).
+
+    Two levels, so no cumulative sum runs over the whole vocabulary (the costliest pass of a sampling
+    step at large batches): the block holding the draw, then the token inside that block. The token
+    returned always has a positive weight.
+    """
+    return _inverse_cdf(weights, u)[0]
+
+
+def _inverse_cdf(weights: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """inverse_cdf's tokens (b,), and each row's total weight (b, 1) that it sums on the way."""
+    b, V = weights.shape
+    width = _block_width(V)
+    if width == 0:
+        cdf = weights.cumsum(dim=-1)  # (b, V)
+        at = u.unsqueeze(1) * cdf[:, -1:]  # (b, 1)
+        return torch.minimum(_search(cdf, at), _last_positive(cdf)).squeeze(1), cdf[:, -1:]  # (b,), (b, 1)
+    blocks = weights.view(b, V // width, width)  # (b, nb, W)
+    bcdf = blocks.sum(dim=-1).cumsum_(dim=-1)  # (b, nb)
+    at = u.unsqueeze(1) * bcdf[:, -1:]  # (b, 1)
+    blk = torch.minimum(_search(bcdf, at), _last_positive(bcdf))  # (b, 1)
+    before = torch.where(blk > 0, bcdf.gather(1, (blk - 1).clamp_(min=0)), torch.zeros_like(at))  # (b, 1)
+    inner = blocks[torch.arange(b, device=weights.device), blk.squeeze(1)].cumsum_(dim=-1)  # (b, W)
+    tok = torch.minimum(_search(inner, at - before), _last_positive(inner))  # (b, 1)
+    return (blk * width + tok).squeeze(1), bcdf[:, -1:]  # (b,), (b, 1)
+
+
+def _search(cdf: Tensor, draw: Tensor) -> Tensor:
+    return torch.searchsorted(cdf, draw, right=True)  # (b, 1): first index with cdf > draw
+
+
+def _last_positive(cdf: Tensor) -> Tensor:
+    return torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)  # (b, 1): first index reaching the total
 
 
 def sample(
@@ -157,16 +244,19 @@ def sample(
     generator: torch.Generator | None = None,
     max_len: int | None = None,
 ) -> list[list[int]]:
-    """Ancestral sampling; top_k=0 and top_p=1 switch those filters off. The generator sets the seed."""
+    """Ancestral sampling; top_k=0 and top_p=1 switch those filters off. Tokens are drawn by `draw_` from
+    uniforms of the generator, which sets the seed."""
     if temperature <= 0.0:
         raise ValueError(f"temperature={temperature}: must be positive; use greedy() for temperature 0")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p={top_p}: must be in (0, 1]; 1 switches nucleus sampling off")
 
+    draws = 1 if top_p >= 1.0 else NUCLEUS_DRAWS
+
     def choose(logits: Tensor, rows: Tensor, t: int) -> Tensor:
-        logits = _filter_top_p(_filter_top_k(logits / temperature, top_k), top_p)
-        probs = logits.softmax(dim=-1)  # (b, V)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (b,)
+        probs = _filter_top_k(logits / temperature, top_k).softmax(dim=-1)  # (b, V)
+        u = torch.rand((probs.size(0), draws), generator=generator, device=probs.device)  # (b, R)
+        return draw_(probs, u, top_p)  # (b,)
 
     with eval_mode(model):
         return _generate(model, _latents(model, z, n), _max_len(model, max_len), choose)

@@ -2,9 +2,10 @@
 
 Pure torch. Prior samples, posterior samples and sampled tokens all draw from each row's own seed
 (`vaelm.model.infer.row_seed`), never from a shared stream: sampling picks token t of row b by inverse
-CDF at a uniform draw u[b, t] from row b's generator. So the same rows in the same batches always give
-the same text; in a batch of another size, float sums can differ in the last bits and a near tie
-between two tokens may flip, so batch-size independence is close but not exact.
+CDF at a uniform draw u[b, t] from row b's generator (with top_p < 1, a draw outside the nucleus is
+redrawn from further uniforms of the row's own: `vaelm.model.decode.draw_`). So the same rows in the
+same batches always give the same text; in a batch of another size, float sums can differ in the last
+bits and a near tie between two tokens may flip, so batch-size independence is close but not exact.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from vaelm.model.decode import _filter_top_k, _filter_top_p, _generate, beam_search, eval_mode, greedy
+from vaelm.model.decode import NUCLEUS_DRAWS, _filter_top_k, _generate, beam_search, draw_, eval_mode, greedy
 from vaelm.model.infer import row_normal, row_seed, row_uniform
 from vaelm.model.vae import TextVAE
 
@@ -74,16 +75,27 @@ def _sample_rows(model: TextVAE, z: Tensor, params: DecodeParams, seeds: Sequenc
     if not (params.temperature > 0 and 0 < params.top_p <= 1):
         raise ValueError(f"temperature={params.temperature}, top_p={params.top_p}: temperature > 0, top_p in (0, 1]")
     max_len = model.cfg.max_tokens - 1 if params.max_len is None else params.max_len
-    u = row_uniform([row_seed(s, "tokens") for s in seeds], max(max_len, 1), device=z.device)  # (B, T)
+    draws = 1 if params.top_p >= 1 else NUCLEUS_DRAWS
+    u = _token_uniforms(seeds, max(max_len, 1), draws, device=z.device)  # (B, T, R)
 
     def choose(logits: Tensor, rows: Tensor, t: int) -> Tensor:
         if params.temperature != 1.0:
             logits.div_(params.temperature)  # in place: this step's logits are ours
-        logits = _filter_top_p(_filter_top_k(logits, params.top_k), params.top_p)
-        return inverse_cdf(_softmax_(logits), u[rows, t])  # (b,)
+        probs = _softmax_(_filter_top_k(logits, params.top_k))  # (b, V)
+        return draw_(probs, u[rows, t], params.top_p)  # (b,)
 
     with eval_mode(model):
         return _generate(model, z, max_len, choose)
+
+
+def _token_uniforms(seeds: Sequence[int], steps: int, draws: int, *, device: torch.device) -> Tensor:
+    """Uniforms (B, T, R) for the tokens of each row, from its own seed: [:, :, 0] from the key "tokens"
+    (all that plain sampling uses), the further draws of top-p sampling from the key "nucleus"."""
+    first = row_uniform([row_seed(s, "tokens") for s in seeds], steps, device=device).unsqueeze(2)  # (B, T, 1)
+    if draws == 1:
+        return first
+    more = row_uniform([row_seed(s, "nucleus") for s in seeds], steps * (draws - 1), device=device)  # (B, T*(R-1))
+    return torch.cat([first, more.view(len(seeds), steps, draws - 1)], dim=2)  # (B, T, R)
 
 
 def _softmax_(logits: Tensor) -> Tensor:
@@ -94,39 +106,3 @@ def _softmax_(logits: Tensor) -> Tensor:
     if logits.device.type != "cpu":
         return logits.softmax(dim=-1)  # (b, V)
     return torch.softmax(logits, dim=-1, out=logits)  # (b, V)
-
-
-def _block_width(V: int) -> int:
-    """The largest divisor of V in [32, 512] (0 if none): the width of inverse_cdf's blocks."""
-    return next((w for w in range(512, 31, -1) if V % w == 0), 0)
-
-
-def inverse_cdf(weights: Tensor, u: Tensor) -> Tensor:
-    """Per row, the token k with cdf[k-1] <= u * total < cdf[k], for weights (b, V) >= 0 and u (b,) in [0, 1).
-
-    Two levels, so no cumulative sum runs over the whole vocabulary (the costliest pass of a sampling
-    step at large batches): the block holding the draw, then the token inside that block. The token
-    returned always has a positive weight.
-    """
-    b, V = weights.shape
-    width = _block_width(V)
-    if width == 0:
-        cdf = weights.cumsum(dim=-1)  # (b, V)
-        draw = u.unsqueeze(1) * cdf[:, -1:]  # (b, 1)
-        return torch.minimum(_search(cdf, draw), _last_positive(cdf)).squeeze(1)  # (b,)
-    blocks = weights.view(b, V // width, width)  # (b, nb, W)
-    bcdf = blocks.sum(dim=-1).cumsum_(dim=-1)  # (b, nb)
-    draw = u.unsqueeze(1) * bcdf[:, -1:]  # (b, 1)
-    blk = torch.minimum(_search(bcdf, draw), _last_positive(bcdf))  # (b, 1)
-    before = torch.where(blk > 0, bcdf.gather(1, (blk - 1).clamp_(min=0)), torch.zeros_like(draw))  # (b, 1)
-    inner = blocks[torch.arange(b, device=weights.device), blk.squeeze(1)].cumsum_(dim=-1)  # (b, W)
-    tok = torch.minimum(_search(inner, draw - before), _last_positive(inner))  # (b, 1)
-    return (blk * width + tok).squeeze(1)  # (b,)
-
-
-def _search(cdf: Tensor, draw: Tensor) -> Tensor:
-    return torch.searchsorted(cdf, draw, right=True)  # (b, 1): first index with cdf > draw
-
-
-def _last_positive(cdf: Tensor) -> Tensor:
-    return torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)  # (b, 1): first index reaching the total
