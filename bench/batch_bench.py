@@ -110,8 +110,10 @@ def ray_side(job: str, model: Path, inp: Path, *, actors: int, batch_size: int) 
 
 
 def plain_side(job: str, model: Path, inp: Path, *, batch_size: int, threads: int = 1) -> dict[str, float]:
-    """The same work in one process with `threads` torch threads: pyarrow read -> torch -> pyarrow write.
-    Whole run in seconds, and its steady part (everything after the model is loaded)."""
+    """The same work in one process with `threads` torch threads (and the tokenizer on one thread when
+    `threads` is 1: its Rust pool would otherwise take a second CPU, ~4% of the loop's time here):
+    pyarrow read -> torch -> pyarrow write. Whole run in seconds, and its steady part (everything after
+    the model is loaded)."""
     from vaelm.config.batch import RunConfig
     from vaelm.model import infer
     from vaelm.pipeline.batch_io import load_model, read_artifact_files
@@ -121,6 +123,9 @@ def plain_side(job: str, model: Path, inp: Path, *, batch_size: int, threads: in
     started = time.perf_counter()
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
+    # tokenizers' Rust pool would use every core; on 1 thread the loop gets 1 CPU, as each actor does
+    saved_parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false" if threads == 1 else "true"
     try:
         art = load_model(read_artifact_files(str(model), None), uri=str(model))  # type: ignore[arg-type]
         tok = tokenizer_from_json(art.tokenizer_json)
@@ -136,6 +141,10 @@ def plain_side(job: str, model: Path, inp: Path, *, batch_size: int, threads: in
         pq.write_table(pa.table({"id": table.column("id"), "value": values}), DATA / "out" / f"plain-{job}.parquet")
     finally:
         torch.set_num_threads(saved)
+        if saved_parallelism is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved_parallelism
     ended = time.perf_counter()
     return {"whole": ended - started, "steady": ended - loaded}
 
@@ -161,8 +170,8 @@ def _rates(rows: int, runs: list[dict[str, float]]) -> dict[str, float]:
 def throughput(quick: bool) -> dict[str, Any]:
     import ray
 
-    rows = 2000 if quick else 10000  # 4 sides x 3 jobs x 10,000 rows: ~12 min on 2 idle CPUs
-    repeats = 1  # sides interleaved per job; more repeats multiply that time
+    rows = 2000 if quick else 10000  # 4 sides x 3 jobs x 10,000 rows x 3 repeats: ~9 min on 2 idle CPUs
+    repeats = 1 if quick else 3  # sides interleaved per job; medians of 3 (QUALITY.md: several runs)
     texts = corpus_texts(rows)
     model = trained_model() or build_model(DATA / "model", texts)
     inp = DATA / f"in-{rows}"
@@ -187,7 +196,7 @@ def throughput(quick: bool) -> dict[str, Any]:
             result[job]["actor_torch_threads"] = max(r["threads"] for r in runs["one_actor"] + runs["two_actors"])
     finally:
         ray.shutdown()
-    return {"model": str(model), "trained": trained_model() is not None, "jobs": result}
+    return {"model": str(model), "trained": trained_model() is not None, "jobs": result, "repeats": repeats}
 
 
 # -- generation ----------------------------------------------------------------------------------------
@@ -343,6 +352,7 @@ def run(quick: bool) -> dict[str, Any]:
         "metrics": {"jobs": thr["jobs"], "generation": gen, "load_average": load},
         "baseline": {
             "what": "pyarrow read -> vaelm.model.infer -> pyarrow write in one process with 1 torch thread "
+            "and 1 tokenizer thread "
             "(QUALITY.md's plain loop); generation: one document at a time, 1 torch thread",
             "also_measured": "the plain loop with 2 torch threads (plain 2-thr column), for reference only",
         },
@@ -368,13 +378,15 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "notes": [
             f"Model: {thr['model']} ({'trained' if thr['trained'] else 'untrained reference architecture'}); "
-            "batch 64, max_tokens 64, 1000 rows per unit. Whole = the whole job run (artifact load, actor start "
+            f"batch 64, max_tokens 64, 1000 rows per unit; rows/s are medians of {thr['repeats']} interleaved runs "
+            "of each side. Whole = the whole job run (artifact load, actor start "
             "and model load, read, model, write, commit, manifest) on a local Ray with 2 CPUs, ray.init not "
             "counted; steady = first unit started to last unit finished inside the actors (manifest "
             "timing.span_seconds), i.e. without actor start and model load. The plain loop's steady part "
-            "excludes its model load. Every ratio is against the plain loop with 1 torch thread (each actor "
-            "has 1 CPU and 1 torch thread); on 2 CPUs the ceiling is about 2x that loop. Load average (1, 5, 15 "
-            f"min) before / after: {load['before']} / {load['after']}; on a shared machine compare ratios only.",
+            "excludes its model load. Every ratio is against the plain loop with 1 torch thread and a 1-thread "
+            "tokenizer (each actor has 1 CPU, 1 torch thread, 1 tokenizer thread); on 2 CPUs the ceiling is "
+            f"about 2x that loop. Load average (1, 5, 15 min) before / after: {load['before']} / {load['after']}; "
+            "on a shared machine compare ratios only.",
             f"Generation tokens/s by batch size (1 torch thread, sampling, max_len 48, tokens per CPU second of "
             f"the decoding process, after one untimed batch per size): {curve}. "
             "The same spec decoded twice gives identical text (checked). Agreement of batched with "
