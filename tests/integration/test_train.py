@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ def test_killed_worker_recovers_from_last_checkpoint(shared_dataset: Path, tmp_p
     assert marker.read_text() == "8", "the fault must have fired"
     log = result.stdout + result.stderr
     assert "resumed from step 6" in log, "training restarted from the checkpoint before the fault"
+    shown = re.findall(r'\[vaelm\] train \{"step": (\d+)', log)
+    assert shown and len(shown) == len(set(shown)), f"each progress line once in the driver's output: {shown}"
     steps = [r["step"] for r in history(out)]
     assert steps == sorted(set(steps)) and steps[-1] > 8, "one history, no step twice, training went past the fault"
 
