@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -244,29 +245,26 @@ def generation(quick: bool) -> dict[str, Any]:
                 out += decode_latents(model, z[s : s + batch], params=how, seeds=seeds[s : min(s + batch, rows)])
         return out, time.process_time() - started
 
+    def rows(batch: int) -> int:
+        return n_single if batch == 1 else n
+
     try:
-        texts: dict[int, list[list[int]]] = {}
-        seconds: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
-        for batch in BATCH_SIZES:  # untimed: a batch size's first decode pays one-time costs (oneDNN sets up its
-            decode_in(batch, batch)  # LSTM per batch shape, new memory is paged in): ~2% of a first 256-row batch
-        for _ in range(repeats):  # interleaved over batch sizes
-            for batch in BATCH_SIZES:
-                texts[batch], took = decode_in(batch, n_single if batch == 1 else n)
-                seconds[batch].append(took)
+        texts, seconds = _timed(decode_in, BATCH_SIZES, rows, repeats)
         curve = {}
         for batch in BATCH_SIZES:
             tokens = sum(len(r) for r in texts[batch])
-            curve[batch] = {
-                "documents": len(texts[batch]),
-                "tokens": tokens,
-                "tokens_per_s": tokens / median(seconds[batch]),
-            }
+            curve[batch] = {"documents": len(texts[batch]), "tokens": tokens, "tokens_per_s": tokens / seconds[batch]}
         again, _ = decode_in(128, n)
         assert again == texts[128], "the same spec (seed, batch size) must decode to identical text"
         nucleus = DecodeParams(strategy="sample", top_p=0.9, max_len=48)
-        top_p = {b: decode_in(b, n_single if b == 1 else n, nucleus) for b in (1, 256)}
-        bf16 = _bf16_curve(decode_in, n_single, n, repeats)
-        bf16["agreement_with_fp32_at_256"] = _agreement(bf16.pop("texts"), texts[256])
+        top_p = {b: decode_in(b, rows(b), nucleus) for b in (1, 256)}
+        half, half_s = _timed(decode_in, (1, 256), rows, repeats, precision="bf16")  # run.precision bf16, both sides
+        rate = {b: sum(len(r) for r in half[b]) / half_s[b] for b in half}
+        bf16 = {
+            "tokens_per_s": {str(b): r for b, r in rate.items()},
+            "speedup_256_vs_1": round(rate[256] / rate[1], 2),
+            "agreement_with_fp32_at_256": _agreement(half[256], texts[256]),
+        }
     finally:
         torch.set_num_threads(saved)
     single = texts[1]
@@ -293,22 +291,21 @@ def _cpu_bf16() -> str:
     return "native bf16 (avx512_bf16/amx)" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no native bf16"
 
 
-def _bf16_curve(decode_in: Any, n_single: int, n: int, repeats: int) -> dict[str, Any]:
-    """run.precision bf16 (autocast) on both sides: tokens/s at batch 1 and 256, after an untimed batch each."""
-    seconds: dict[int, list[float]] = {1: [], 256: []}
+def _timed(
+    decode_in: Any, sizes: tuple[int, ...], rows: Callable[[int], int], repeats: int, *, precision: str = "fp32"
+) -> tuple[dict[int, list[list[int]]], dict[int, float]]:
+    """Texts and median CPU seconds per batch size: one untimed batch of each size first (a size's first decode
+    pays one-time costs: oneDNN sets up its LSTM per batch shape, new memory is paged in; ~2% of a first
+    256-row batch), then `repeats` runs interleaved over the sizes."""
+    for batch in sizes:
+        decode_in(batch, batch, precision=precision)
     texts: dict[int, list[list[int]]] = {}
-    for batch in seconds:
-        decode_in(batch, batch, precision="bf16")
+    seconds: dict[int, list[float]] = {b: [] for b in sizes}
     for _ in range(repeats):
-        for batch in seconds:
-            texts[batch], took = decode_in(batch, n_single if batch == 1 else n, precision="bf16")
+        for batch in sizes:
+            texts[batch], took = decode_in(batch, rows(batch), precision=precision)
             seconds[batch].append(took)
-    rate = {b: sum(len(r) for r in texts[b]) / median(seconds[b]) for b in seconds}
-    return {
-        "tokens_per_s": {str(b): r for b, r in rate.items()},
-        "speedup_256_vs_1": round(rate[256] / rate[1], 2),
-        "texts": texts[256],
-    }
+    return texts, {b: median(t) for b, t in seconds.items()}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -337,9 +334,9 @@ def run(quick: bool) -> dict[str, Any]:
     )
     for b, c in gen["curve"].items():
         ratio[f"generation_batch_{b}_vs_single"] = c["speedup"]
-    ratio["generation_bf16_batch_256_vs_bf16_single"] = gen["bf16"]["speedup_256_vs_1"]
+    ratio["generation_bf16_batch_256_vs_bf16_single"] = bf16["speedup_256_vs_1"]
     ratio["generation_bf16_batch_256_vs_fp32_single"] = round(
-        gen["bf16"]["tokens_per_s"]["256"] / gen["curve"]["1"]["tokens_per_s"], 2
+        bf16["tokens_per_s"]["256"] / gen["curve"]["1"]["tokens_per_s"], 2
     )
     curve = ", ".join(f"{b}: {c['tokens_per_s']:.0f} ({c['speedup']}x)" for b, c in gen["curve"].items())
     agree = ", ".join(

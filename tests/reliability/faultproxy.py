@@ -22,7 +22,7 @@ class FaultProxy:
         self.connections = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
-        self._closed = False
+        self._closed = threading.Event()
         self._listener = self._listen(0)
         self.port = int(self._listener.getsockname()[1])
         self._serve()
@@ -93,8 +93,7 @@ class FaultProxy:
             _reset(s)
 
         def come_back() -> None:
-            time.sleep(seconds)
-            if not self._closed:
+            if not self._closed.wait(seconds):  # the outage lasts `seconds`, or until the proxy is closed
                 self._listener = self._listen(self.port)
                 self._serve()
 
@@ -110,7 +109,7 @@ class FaultProxy:
             assert not self._coming_back.is_alive(), f"the proxy did not come back within {timeout:.0f} s"
 
     def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         self._stop_listening()
         with self._lock:
             victims = list(self._open)

@@ -1,4 +1,8 @@
-"""Progress lines on stderr for long work: at most one every few seconds, and one at the end."""
+"""Progress lines on stderr for long work: at most one every few seconds, and one at the end.
+
+Lines are written to the stream, not through print(): Ray Train patches print() in its workers to log
+through its logger and, as a Ray worker's output is redirected, to print as well, so the driver showed
+every printed line of a training worker twice."""
 
 from __future__ import annotations
 
@@ -22,13 +26,10 @@ class Progress:
 
     def _print(self, now: float) -> None:
         elapsed = max(now - self.started, 1e-9)
-        print(
-            f"[vaelm] {self.label}: {self.done}/{self.total} units, {self.items} docs, "
-            f"{self.items / elapsed:.0f} docs/s, {elapsed:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+        rate = self.items / elapsed
+        say(f"{self.label}: {self.done}/{self.total} units, {self.items} docs, {rate:.0f} docs/s, {elapsed:.0f}s")
 
 
 def say(message: str) -> None:
-    print(f"[vaelm] {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"[vaelm] {message}\n")
+    sys.stderr.flush()

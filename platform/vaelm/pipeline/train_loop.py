@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from vaelm.model.batching import length_buckets, pad_batch
 from vaelm.model.metrics import evaluate
 from vaelm.model.schedule import beta_at
 from vaelm.model.vae import TextVAE, vae_loss
+from vaelm.pipeline.progress import say
 
 
 @dataclass
@@ -192,7 +192,7 @@ def _validate_and_report(
     }
     row["val_elbo"] = row["elbo_nll"]
     state.history.append(row)
-    say_once("[vaelm] train " + json.dumps(row))
+    say("train " + json.dumps(row))
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp), model, optimizer, state, model_cfg)
         ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -224,7 +224,7 @@ def restore(model: TextVAE, optimizer: torch.optim.Optimizer, model_cfg: ModelCo
         check_compatible(meta["model_config"], model_cfg, where=f"checkpoint {checkpoint.path}")
         model.load_state_dict(torch.load(Path(folder) / "model.pt", weights_only=True))
         optimizer.load_state_dict(torch.load(Path(folder) / "optimizer.pt", weights_only=True))
-    say_once(f"[vaelm] train: resumed from step {meta['step']} ({checkpoint.path})")
+    say(f"train: resumed from step {meta['step']} ({checkpoint.path})")
     return LoopState(
         step=meta["step"],
         epoch=meta["epoch"],
@@ -242,15 +242,6 @@ def _maybe_fault(fault: dict[str, Any], rank: int, world: int, step: int) -> Non
     at, marker = fault.get("kill_at_step"), fault.get("marker")
     if at and marker and rank == world - 1 and step == int(at) and not os.path.exists(marker):
         Path(marker).write_text(str(step))
-        say_once(f"[vaelm] fault injection: worker rank {rank} exits at step {step}")
+        say(f"fault injection: worker rank {rank} exits at step {step}")
         time.sleep(5)
         os._exit(1)
-
-
-def say_once(line: str) -> None:
-    """A progress line from a Ray Train worker, shown once in the driver's output. Ray Train patches print()
-    in its workers to log through its logger and, as the worker's stdout is redirected, to print as well: the
-    driver then showed every line twice. Writing to the process's own stdout bypasses the patch."""
-    stream = sys.__stdout__ or sys.stdout
-    stream.write(line + "\n")
-    stream.flush()
