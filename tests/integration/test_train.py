@@ -97,6 +97,22 @@ def test_two_worker_training_on_s3_writes_artifact_and_loss_falls(
     assert storage.exists(root.join("training", "curves.png"))
 
 
+def test_bag_of_words_head_and_mean_pooling_train_through_ray_train(shared_dataset: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "model")
+    model = {**TINY, "encoder_pooling": "mean", "bow_head": True}
+    loop = {**LOOP, "epochs": 2, "final_iw_samples": 0}
+    spec = train_spec(str(shared_dataset), out, model=model, loss={"free_bits": 0.5, "bow_weight": 3.0}, train=loop)
+    assert main(["train", str(write_spec(tmp_path / "t.yaml", spec))]) == 0
+
+    files = {n: (Path(out) / n).read_bytes() for n in ("config.json", "model.safetensors", "tokenizer.json")}
+    artifact = load_artifact(files)
+    assert artifact.config.encoder_pooling == "mean" and artifact.model.bow is not None
+    rows = history(out)
+    assert all("bow_nll" in r for r in rows), rows[0]
+    assert rows[-1]["bow_nll"] < rows[0]["bow_nll"], [r["bow_nll"] for r in rows]  # the bag of words is learnt
+    assert "bow_nll" in json.loads((Path(out) / "metrics.json").read_text())
+
+
 def test_killed_worker_recovers_from_last_checkpoint(shared_dataset: Path, tmp_path: Path) -> None:
     dataset = str(shared_dataset)
     out = str(tmp_path / "model")

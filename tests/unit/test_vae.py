@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -21,16 +22,38 @@ from tests.unit.vae_testlib import (
 from vaelm.config.base import SpecModel, raise_spec_error
 from vaelm.config.model import LossConfig, ModelConfig
 from vaelm.errors import SpecError
-from vaelm.model.vae import BOS, EOS, PAD, UNK, VAEOutput, kl_divergence, reconstruction_nll, vae_loss, word_dropout
+from vaelm.model.vae import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    VAEOutput,
+    bag_of_words_nll,
+    kl_divergence,
+    reconstruction_nll,
+    vae_loss,
+    word_dropout,
+)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"bidirectional_encoder": False, "num_layers": 1}, {"bn_gamma": None}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"bidirectional_encoder": False, "num_layers": 1},
+        {"bn_gamma": None},
+        {"encoder_pooling": "mean", "bow_head": True},
+    ],
+)
 def test_vae_forward_shapes(overrides: dict[str, Any]) -> None:
     model = tiny_model(**overrides)
     tokens, lengths = batch(DISTINCT_DOCS[:3])  # (3, 8): the longest doc has 6 tokens
     out = model(tokens, lengths)
     assert out.logits.shape == (3, 7, 50)
     assert out.mu.shape == out.logvar.shape == out.z.shape == (3, 4)
+    assert (out.bow_logits is None) == (not overrides.get("bow_head"))
+    if out.bow_logits is not None:
+        assert out.bow_logits.shape == (3, 50)
 
 
 def test_lm_mode_has_no_z_and_no_encoder() -> None:
@@ -43,13 +66,65 @@ def test_lm_mode_has_no_z_and_no_encoder() -> None:
     assert torch.allclose(terms.loss, reconstruction_nll(out.logits, tokens[:, 1:]).mean())
 
 
-def test_vae_encoder_ignores_padding() -> None:
-    model = tiny_model().eval()
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_vae_encoder_ignores_padding(pooling: str) -> None:
+    model = tiny_model(encoder_pooling=pooling).eval()
     tokens, lengths = batch([[10, 11, 12]])
     padded = torch.cat([tokens, torch.zeros((1, 5), dtype=torch.long)], dim=1)
     mu_a, logvar_a = model.encode(tokens, lengths)
     mu_b, logvar_b = model.encode(padded, lengths)
     assert torch.allclose(mu_a, mu_b, atol=1e-6) and torch.allclose(logvar_a, logvar_b, atol=1e-6)
+
+
+def test_vae_mean_pooling_averages_the_top_layer_outputs_over_the_tokens() -> None:
+    model = tiny_model(encoder_pooling="mean", bn_gamma=None).eval()
+    assert model.encoder is not None
+    tokens, lengths = batch(DISTINCT_DOCS[:2])  # the second row is padded
+    mu, _ = model.encode(tokens, lengths)
+    for row in range(2):
+        n = int(lengths[row])
+        outputs, _ = model.encoder.lstm(model.encoder.embed(tokens[row : row + 1, :n]))  # (1, n, 2H)
+        expected = model.encoder.to_mu(outputs.mean(dim=1))  # (1, Z)
+        assert torch.allclose(mu[row], expected[0], atol=1e-5)
+    last, _ = tiny_model(encoder_pooling="last", bn_gamma=None).eval().encode(tokens, lengths)
+    assert not torch.allclose(mu, last, atol=1e-3)
+
+
+def test_vae_bag_of_words_nll_counts_each_word_once_in_any_order() -> None:
+    g = torch.Generator().manual_seed(2)
+    bow_logits = torch.randn((2, 50), generator=g)
+    targets = torch.tensor([[10, 11, 10, EOS, PAD], [12, EOS, PAD, PAD, PAD]])
+    logp = bow_logits.log_softmax(-1)
+    expected = torch.stack([-(2 * logp[0, 10] + logp[0, 11]), -logp[1, 12]])  # specials not counted
+    assert torch.allclose(bag_of_words_nll(bow_logits, targets), expected, atol=1e-5)
+    shuffled = torch.tensor([[11, 10, 10, EOS, PAD], [12, EOS, PAD, PAD, PAD]])
+    assert torch.allclose(bag_of_words_nll(bow_logits, shuffled), expected, atol=1e-5)
+    out = VAEOutput(logits=torch.zeros((2, 5, 50)), mu=torch.zeros(2, 4), logvar=torch.zeros(2, 4), z=torch.zeros(2, 4))
+    plain = vae_loss(out, targets, beta=1.0)
+    with_bow = vae_loss(dataclasses.replace(out, bow_logits=bow_logits), targets, beta=1.0, bow_weight=3.0)
+    assert plain.bow is None and with_bow.bow is not None
+    assert torch.allclose(with_bow.loss, plain.loss + 3.0 * expected.mean(), atol=1e-5)
+
+
+def test_vae_bow_head_trains_the_encoder_and_its_loss_falls() -> None:
+    model = tiny_model(bow_head=True, encoder_pooling="mean", dropout=0.0)
+    tokens, lengths = batch(DISTINCT_DOCS)
+    out = model(tokens, lengths)
+    assert model.encoder is not None and model.bow is not None and out.bow_logits is not None
+    bag_of_words_nll(out.bow_logits, tokens[:, 1:]).sum().backward()  # the bag-of-words term alone
+    grad = model.encoder.lstm.weight_ih_l0.grad
+    assert grad is not None and grad.abs().sum() > 0  # reaches the encoder through z
+    assert all(p.grad is None for p in model.decoder.parameters())  # and not the decoder
+    model.zero_grad()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    bows = []
+    for _ in range(40):
+        terms = vae_loss(model(tokens, lengths), tokens[:, 1:], beta=0.1)  # little KL pressure: sigma can shrink
+        opt.zero_grad()
+        terms.loss.backward()
+        opt.step()
+        bows.append(float(terms.bow))  # type: ignore[arg-type]
+    assert bows[-1] < 0.7 * bows[0], bows
 
 
 @pytest.mark.parametrize("bn_gamma", [None, 0.5])
@@ -149,6 +224,9 @@ def test_vae_loss_falls_on_a_fixed_batch(mode: str) -> None:
         (ModelConfig, {"vocab_size": 3}, "tokenizer"),
         (ModelConfig, {"vocab_size": 50, "dropout": 1.0}, "dropout"),
         (ModelConfig, {"vocab_size": 50, "bn_gamma": 0.0}, "bn_gamma"),
+        (ModelConfig, {"vocab_size": 50, "mode": "lm", "bow_head": True}, "bow_head"),
+        (ModelConfig, {"vocab_size": 50, "encoder_pooling": "max"}, "encoder_pooling"),
+        (LossConfig, {"bow_weight": -1.0}, "bow_weight"),
         (LossConfig, {"free_bits": -0.1}, "free_bits"),
         (LossConfig, {"word_dropout": -0.1}, "word_dropout"),
         (LossConfig, {"kl_anneal": "cosine"}, "kl_anneal"),

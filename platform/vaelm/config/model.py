@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from vaelm.config.base import SpecModel
 
@@ -42,6 +42,10 @@ class ModelConfig(SpecModel):
     """Size of the latent vector z. Ignored in `mode: lm`, which has no z."""
     bidirectional_encoder: bool = True
     """Read the document in both directions; the final states of both feed the mu / log-variance heads."""
+    encoder_pooling: Literal["last", "mean"] = "last"
+    """What of the encoder LSTM feeds the mu / log-variance heads. last: the final state of each direction
+    of the top layer. mean: the top layer's outputs averaged over the document's tokens, so every position
+    contributes directly (better document codes for classification and retrieval, bench/sentiment_bench)."""
     dropout: float = 0.2
     """Dropout on embeddings, between LSTM layers and before the output projection (training only)."""
     max_tokens: int = 128
@@ -52,6 +56,16 @@ class ModelConfig(SpecModel):
     """BN-VAE (Zhu et al. 2020): batch-norm mu with this fixed scale, so the expected KL is at least
     latent_dim * gamma^2 / 2 nats; null switches it off. Part of the architecture (it also acts at
     inference), hence here and not in LossConfig."""
+    bow_head: bool = False
+    """Bag-of-words head (Zhao et al. 2017): a linear map z -> vocabulary trained to predict every token of
+    the document regardless of order (loss.bow_weight). The decoder cannot do that task for z, so z must
+    carry the document's content; used only in training. vae mode only."""
+
+    @model_validator(mode="after")
+    def _bow_needs_z(self) -> ModelConfig:
+        if self.bow_head and self.mode != "vae":
+            raise ValueError("bow_head: true needs mode: vae (it predicts the document's words from z)")
+        return self
 
     @field_validator("vocab_size")
     @classmethod
@@ -101,8 +115,11 @@ class LossConfig(SpecModel):
     """Probability of replacing a decoder input token with <unk> in training (Bowman et al. 2016); 0 = off."""
     free_bits: float = 0.15
     """Per-dimension KL floor in nats (batch mean, Kingma et al. 2016): no KL pressure below it; 0 = off."""
+    bow_weight: float = 1.0
+    """Weight of the bag-of-words NLL (summed over the document's tokens) added to the loss; used only with
+    model.bow_head. 1 follows Zhao et al. 2017; larger values push more of the content into z."""
 
-    @field_validator("beta_max", "free_bits")
+    @field_validator("beta_max", "free_bits", "bow_weight")
     @classmethod
     def _non_negative(cls, value: float) -> float:
         if value < 0.0:

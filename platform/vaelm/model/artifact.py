@@ -162,7 +162,7 @@ def _load_into(
     if missing or extra:
         raise InputError(
             f"{name} does not match config.json: missing tensors {missing[:5]}, unexpected tensors "
-            f"{extra[:5]} (config says mode {cfg.mode!r}, bn_gamma {cfg.bn_gamma}); "
+            f"{extra[:5]} (config says mode {cfg.mode!r}, bn_gamma {cfg.bn_gamma}, bow_head {cfg.bow_head}); "
             "the artifact is inconsistent — re-export it"
         )
     for key, want in expected.items():

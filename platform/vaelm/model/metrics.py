@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from vaelm.model.decode import eval_mode, greedy
-from vaelm.model.vae import TextVAE, kl_divergence, reconstruction_nll
+from vaelm.model.vae import TextVAE, bag_of_words_nll, kl_divergence, reconstruction_nll
 
 LOG_2PI = math.log(2 * math.pi)
 COLLAPSE_KL = 0.1  # nats
@@ -144,6 +144,7 @@ class _Totals:
     rec: float = 0.0
     kl: float = 0.0
     iw: float = 0.0
+    bow: float | None = None
     docs: int = 0
     tokens: int = 0
 
@@ -161,7 +162,8 @@ def evaluate(
     """Metrics over (tokens, lengths) batches, one z sample per document, in eval mode (restored after).
 
     Keys: docs, tokens, rec_nll, kl, elbo_nll (per document), ppl (ELBO perplexity), rec_ppl, mi, au,
-    iw_nll and iw_ppl when iw_samples > 0; in vae mode also collapsed and distinct_decodes."""
+    iw_nll and iw_ppl when iw_samples > 0; in vae mode also collapsed and distinct_decodes; bow_nll (the
+    bag-of-words NLL per document given z) with a bow head."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     tot, mus, logvars = _Totals(), [], []
@@ -170,6 +172,8 @@ def evaluate(
             out = model(tokens, lengths, generator=gen)
             tot.rec += float(reconstruction_nll(out.logits, tokens[:, 1:]).sum())
             tot.kl += float(kl_divergence(out.mu, out.logvar).sum())
+            if out.bow_logits is not None:
+                tot.bow = (tot.bow or 0.0) + float(bag_of_words_nll(out.bow_logits, tokens[:, 1:]).sum())
             tot.docs += tokens.size(0)
             tot.tokens += int((tokens[:, 1:] != 0).sum())
             mus.append(out.mu.float())
@@ -201,6 +205,8 @@ def _summary(
         "mi": mutual_information(mu, logvar, generator=gen),
         "au": active_units(mu),
     }
+    if tot.bow is not None:
+        result["bow_nll"] = tot.bow / docs
     if iw_samples > 0:
         result.update(iw_nll=tot.iw / docs, iw_ppl=perplexity(tot.iw, tot.tokens))
     if model.z_dim > 0 and probes > 1:

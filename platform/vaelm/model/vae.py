@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from vaelm.config.model import ModelConfig
 
@@ -30,6 +30,7 @@ class VAEOutput:
     mu: Tensor  # (B, Z); (B, 0) in lm mode
     logvar: Tensor  # (B, Z)
     z: Tensor  # (B, Z)
+    bow_logits: Tensor | None = None  # (B, V) with model.bow_head
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class LossTerms:
     nll_per_token: Tensor  # scalar: total (rec + KL) / target tokens: log of the ELBO perplexity
     n_docs: int
     n_tokens: int
+    bow: Tensor | None = None  # scalar: bag-of-words NLL per document (with a bow head), detached
 
 
 def _embedding(cfg: ModelConfig) -> nn.Embedding:
@@ -77,17 +79,26 @@ class Encoder(nn.Module):
         self.mu_shift = nn.Parameter(torch.zeros(cfg.latent_dim)) if cfg.bn_gamma else None
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        B = tokens.size(0)
-        L, H = self.cfg.num_layers, self.cfg.hidden_dim
         x = self.drop(self.embed(tokens))  # (B, T, E)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)  # h_n: (L*D, B, H)
-        h_top = h_n.view(L, -1, B, H)[-1]  # (D, B, H): last layer, each direction
-        h = h_top.transpose(0, 1).reshape(B, -1)  # (B, D*H)
+        outputs, (h_n, _) = self.lstm(packed)  # h_n: (L*D, B, H)
+        h = self._mean(outputs, lengths) if self.cfg.encoder_pooling == "mean" else self._last(h_n)  # (B, D*H)
         mu, logvar = self.to_mu(h), self.to_logvar(h)  # (B, Z), (B, Z)
         if self.mu_bn is not None and self.mu_shift is not None:
             mu = self.bn_gamma * self.mu_bn(mu) + self.mu_shift  # (B, Z)
         return mu, logvar
+
+    def _last(self, h_n: Tensor) -> Tensor:
+        """Final state of each direction of the top layer: (L*D, B, H) -> (B, D*H)."""
+        L, B, H = self.cfg.num_layers, h_n.size(1), self.cfg.hidden_dim
+        h_top = h_n.view(L, -1, B, H)[-1]  # (D, B, H)
+        return h_top.transpose(0, 1).reshape(B, -1)
+
+    @staticmethod
+    def _mean(outputs: nn.utils.rnn.PackedSequence, lengths: Tensor) -> Tensor:
+        """Top-layer outputs averaged over each document's tokens: packed (B, T, D*H) -> (B, D*H)."""
+        padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (B, T', D*H), zeros past each length
+        return padded.sum(dim=1) / lengths.to(padded.device, padded.dtype).clamp(min=1).unsqueeze(1)
 
 
 class Decoder(nn.Module):
@@ -135,6 +146,7 @@ class TextVAE(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg) if cfg.mode == "vae" else None
         self.decoder = Decoder(cfg)
+        self.bow = nn.Linear(cfg.latent_dim, cfg.vocab_size) if cfg.bow_head else None  # training only
 
     @property
     def z_dim(self) -> int:
@@ -168,7 +180,8 @@ class TextVAE(nn.Module):
         if self.training and word_dropout_rate > 0.0:
             inputs = word_dropout(inputs, word_dropout_rate, generator=generator)
         logits, _ = self.decode(inputs, z)  # (B, T-1, V)
-        return VAEOutput(logits=logits, mu=mu, logvar=logvar, z=z)
+        bow_logits = self.bow(z) if self.bow is not None else None  # (B, V)
+        return VAEOutput(logits=logits, mu=mu, logvar=logvar, z=z, bow_logits=bow_logits)
 
 
 def word_dropout(inputs: Tensor, rate: float, *, generator: torch.Generator | None = None) -> Tensor:
@@ -185,22 +198,37 @@ def reconstruction_nll(logits: Tensor, targets: Tensor) -> Tensor:
     return nll.view(B, T).masked_fill(targets == PAD, 0.0).sum(dim=1)  # (B,)
 
 
+def bag_of_words_nll(bow_logits: Tensor, targets: Tensor) -> Tensor:
+    """Summed NLL of each document's word tokens (specials not counted) under one distribution over the
+    vocabulary, order ignored: (B, V), (B, T) -> (B,)."""
+    logp = F.log_softmax(bow_logits.float(), dim=-1)  # (B, V)
+    words = (targets >= NUM_SPECIALS).to(logp.dtype)  # (B, T)
+    return -(logp.gather(1, targets) * words).sum(dim=1)
+
+
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     """Closed-form KL(N(mu, sigma^2) || N(0, 1)) per dimension: (B, Z) -> (B, Z)."""
     mu, logvar = mu.float(), logvar.float()
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
 
 
-def vae_loss(out: VAEOutput, targets: Tensor, *, beta: float, free_bits: float = 0.0) -> LossTerms:
-    """Mean over documents of rec + beta * KL; free bits floor each dimension's batch-mean KL."""
+def vae_loss(
+    out: VAEOutput, targets: Tensor, *, beta: float, free_bits: float = 0.0, bow_weight: float = 1.0
+) -> LossTerms:
+    """Mean over documents of rec + beta * KL (+ bow_weight * bag-of-words NLL with a bow head); free bits
+    floor each dimension's batch-mean KL."""
     rec = reconstruction_nll(out.logits, targets)  # (B,)
     kl = kl_divergence(out.mu, out.logvar)  # (B, Z)
     kl_per_dim = kl.mean(dim=0)  # (Z,)
     kl_term = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
     n_tokens = int((targets != PAD).sum())
     total_kl = kl.sum()
+    loss = rec.mean() + beta * kl_term
+    bow = bag_of_words_nll(out.bow_logits, targets).mean() if out.bow_logits is not None else None
+    if bow is not None:
+        loss = loss + bow_weight * bow
     return LossTerms(
-        loss=rec.mean() + beta * kl_term,
+        loss=loss,
         rec=rec.mean().detach(),
         kl=kl.sum(dim=1).mean().detach(),
         kl_per_dim=kl_per_dim.detach(),
@@ -208,4 +236,5 @@ def vae_loss(out: VAEOutput, targets: Tensor, *, beta: float, free_bits: float =
         nll_per_token=((rec.sum() + total_kl) / max(n_tokens, 1)).detach(),
         n_docs=targets.size(0),
         n_tokens=n_tokens,
+        bow=None if bow is None else bow.detach(),
     )

@@ -321,6 +321,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
         "elbo_nll",
         "rec_nll",
         "kl",
+        "bow_nll",
         "ppl",
         "iw_nll",
         "iw_ppl",

@@ -68,7 +68,7 @@ def train_loop(config: dict[str, Any]) -> None:
             out_terms = _step(ddp, optimizer, tokens, lengths, spec, state.step, gen, device)
             state.step += 1
             state.step_in_epoch += 1
-            clock.add(out_terms.n_tokens * world, float(out_terms.loss))
+            clock.add(out_terms.n_tokens * world, float(out_terms.loss.detach()))
             _maybe_fault(config.get("fault") or {}, rank, world, state.step)
             if state.step % loop.eval_every == 0 or state.step_in_epoch == steps_per_epoch or state.step == total:
                 _validate_and_report(model, optimizer, val, state, spec, clock, rank, model_cfg)
@@ -118,7 +118,13 @@ def _step(
     ddp.train()
     with _autocast(device):
         out = ddp(tokens, lengths, word_dropout_rate=spec.loss.word_dropout, generator=gen)
-    terms = vae_loss(out, tokens[:, 1:], beta=beta_at(step, spec.loss), free_bits=spec.loss.free_bits)
+    terms = vae_loss(
+        out,
+        tokens[:, 1:],
+        beta=beta_at(step, spec.loss),
+        free_bits=spec.loss.free_bits,
+        bow_weight=spec.loss.bow_weight,
+    )
     optimizer.zero_grad(set_to_none=True)
     terms.loss.backward()
     if spec.train.grad_clip:
