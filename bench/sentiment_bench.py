@@ -23,13 +23,13 @@ from typing import Any
 import torch
 
 from bench.batch_bench import trained_model
-from bench.common import WORK
+from bench.common import REPO, WORK
 
 FRACTIONS = (1.0, 0.1, 0.01)
 SEED = 0
 OUT = WORK / "sentiment"
-SEMI = {"epochs": 24, "batch_size": 64, "lr": 3e-3, "bow_weight": 3.0, "free_bits": 1.0}
-SEMI_QUICK = {**SEMI, "epochs": 1}
+RECIPE = REPO / "jobs" / "train-semi.yaml"  # the semi-supervised VAE's recipe, as users run it
+COLUMNS = ("demo_frozen", "demo_fine_tuned", "semi_frozen", "semi_fine_tuned")
 
 
 def reviews() -> dict[str, tuple[list[str], list[int]]]:
@@ -62,19 +62,42 @@ def tfidf(train: tuple[list[str], list[int]], test: tuple[list[str], list[int]])
     return float(accuracy_score(test[1], pred)), float(f1_score(test[1], pred, average="macro"))
 
 
-def semi_supervised_model(texts: list[str], params: dict[str, Any]) -> Path:
-    """Preprocess `texts` (ids only, no labels) and train a VAE on them with the product's jobs; the artifact.
-    A finished model of the same texts and params under OUT is reused (the heads can be rerun alone)."""
+def semi_train_spec(n_texts: int, *, epochs: int | None) -> Any:
+    """jobs/train-semi.yaml on OUT/dataset, with the bench's run settings: 2 CPUs, the KL annealed over 30% of
+    the steps, validation at each epoch's end on 500 documents, no IW-NLL; `epochs` overrides the recipe's."""
+    from vaelm.config.loader import read_yaml
+    from vaelm.config.train import TrainSpec
+
+    data = read_yaml(RECIPE)
+    loop = data["train"]
+    epochs = epochs or loop["epochs"]
+    steps_per_epoch = math.ceil(n_texts * 0.95 / (loop["num_workers"] * loop["batch_size"]))
+    data.update(dataset=str(OUT / "dataset"), output=str(OUT / "model"), ray={"num_cpus": 2})
+    data["loss"]["anneal_steps"] = max(1, round(0.3 * epochs * steps_per_epoch))
+    loop.update(
+        epochs=epochs,
+        seed=SEED,
+        eval_every=max(1, steps_per_epoch),
+        val_docs=500,
+        final_iw_samples=0,
+        final_eval_docs=200,
+        keep_checkpoints=1,
+    )
+    return TrainSpec.model_validate(data)
+
+
+def semi_supervised_model(texts: list[str], train: Any) -> Path:
+    """Preprocess `texts` (ids only, no labels) and run the `train` spec on them; the artifact. A finished
+    model of the same texts and spec under OUT is reused (the heads can be rerun alone)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
 
     from vaelm.config.preprocess import PreprocessSpec
-    from vaelm.config.train import TrainSpec
     from vaelm.pipeline.preprocess import run_preprocess
     from vaelm.pipeline.train import run_train
 
-    key = {**params, "texts": hashlib.sha1("\n".join(texts).encode()).hexdigest()}
+    key = {"train": train.model_dump(mode="json"), "texts": hashlib.sha1("\n".join(texts).encode()).hexdigest()}
     saved = OUT / "params.json"
     if (OUT / "model" / "_SUCCESS").exists() and saved.exists() and json.loads(saved.read_text()) == key:
         return OUT / "model"
@@ -92,41 +115,13 @@ def semi_supervised_model(texts: list[str], params: dict[str, Any]) -> Path:
             "tokenize": {"max_tokens": 64, "long_documents": "truncate", "val_fraction": 0.05},
         }
     )
-    steps_per_epoch = math.ceil(len(texts) * 0.95 / (2 * params["batch_size"]))
-    total = params["epochs"] * steps_per_epoch
-    train = TrainSpec.model_validate(
-        {
-            "dataset": str(OUT / "dataset"),
-            "output": str(OUT / "model"),
-            "ray": {"num_cpus": 2},
-            "model": {"encoder_pooling": "mean", "bow_head": True},
-            "loss": {
-                "kl_anneal": "linear",
-                "anneal_steps": max(1, round(0.3 * total)),
-                "free_bits": params["free_bits"],
-                "bow_weight": params["bow_weight"],
-            },
-            "train": {
-                "num_workers": 2,
-                "epochs": params["epochs"],
-                "batch_size": params["batch_size"],
-                "lr": params["lr"],
-                "seed": SEED,
-                "eval_every": max(1, steps_per_epoch),
-                "val_docs": 500,
-                "final_iw_samples": 0,
-                "final_eval_docs": 200,
-                "keep_checkpoints": 1,
-            },
-        }
-    )
     try:
         run_preprocess(prep, overwrite=True)
         run_train(train, overwrite=True)
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    (OUT / "params.json").write_text(json.dumps(key))
+    saved.write_text(json.dumps(key))
     return OUT / "model"
 
 
@@ -167,8 +162,15 @@ def run(quick: bool) -> dict[str, Any]:
     if demo is None:
         raise RuntimeError("no trained model: run `make demo` (out/demo/model) or set VAELM_BENCH_MODEL")
     data = reviews()
-    semi_params = SEMI_QUICK if quick else SEMI
-    semi = semi_supervised_model(data["train"][0], semi_params)
+    spec = semi_train_spec(len(data["train"][0]), epochs=1 if quick else None)
+    semi = semi_supervised_model(data["train"][0], spec)
+    semi_params = {
+        "epochs": spec.train.epochs,
+        "batch_size": spec.train.batch_size,
+        "lr": spec.train.lr,
+        "bow_weight": spec.loss.bow_weight,
+        "free_bits": spec.loss.free_bits,
+    }
     arts = {
         name: load_model(read_artifact_files(str(path), StorageConfig()), uri=str(path))
         for name, path in (("demo", demo), ("semi", semi))
@@ -236,6 +238,3 @@ def run(quick: bool) -> dict[str, Any]:
             "subset of the train split. 'Clearly above' at 1% is taken as +0.02 macro-F1.",
         ],
     }
-
-
-COLUMNS = ("demo_frozen", "demo_fine_tuned", "semi_frozen", "semi_fine_tuned")
